@@ -1,0 +1,1 @@
+"""The `glimp` console entry point: one command, each role's subcommands imported lazily."""
