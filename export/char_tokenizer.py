@@ -36,8 +36,8 @@ def build_char_tokenizer(
     for ch in alphabet:
         vocab.setdefault(ch, len(vocab))
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK_TOKEN))
-    # Every character is its own pre-token; (?s) lets "." match newlines too.
-    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex("(?s)."), behavior="isolated")
+    # Every character is its own pre-token ([\s\S] matches newlines too, unlike ".").
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tokenizer.decoder = decoders.Fuse()
     tokenizer.add_special_tokens(specials)
     return tokenizer
