@@ -1,0 +1,88 @@
+"""Entropy and sampling: pure numpy functions over one row of logits.
+
+Kept free of any session or cache so they can be unit-tested on made-up logits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from onnx_lm.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How a token is drawn from logits."""
+
+    temperature: float = 0.6  # 0 means greedy (argmax); the paper samples steps at 0.6
+    top_p: float = 0.95  # nucleus: smallest set of tokens whose probability reaches top_p
+    seed: int | None = None  # None: a fresh random stream; an int: reproducible draws
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise BadInputError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if not math.isfinite(self.top_p) or not 0 < self.top_p <= 1:
+            raise BadInputError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and (not isinstance(self.seed, int) or isinstance(self.seed, bool)):
+            raise BadInputError(f"seed must be an integer or None, got {self.seed!r}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+GREEDY = SamplingParams(temperature=0.0, top_p=1.0, seed=0)
+
+
+def log_softmax(logits: NDArray[np.floating], temperature: float = 1.0) -> NDArray[np.float64]:
+    """Numerically stable log-probabilities, in float64 so entropies of peaked rows stay exact."""
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    shifted = scaled - scaled.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def entropy_nats(logits: NDArray[np.floating]) -> float:
+    """Shannon entropy H = -sum p ln p of softmax(logits), in nats, over the whole vocabulary.
+
+    Temperature 1, as the paper defines it (its official code approximates H from the top 20
+    log-probs; we have every logit, so this is exact).
+    """
+    logp = log_softmax(logits)
+    p = np.exp(logp)
+    return float(-(p * logp).sum())
+
+
+def nucleus_probs(logits: NDArray[np.floating], temperature: float, top_p: float) -> NDArray[np.float64]:
+    """Probabilities after temperature and top-p truncation, renormalised to sum to 1."""
+    probs = np.exp(log_softmax(logits, temperature))
+    if top_p >= 1.0:
+        return probs
+    order = np.argsort(-probs, kind="stable")
+    cumulative = np.cumsum(probs[order])
+    # Keep every token up to and including the first one that brings the mass to top_p.
+    keep = int(np.searchsorted(cumulative, top_p, side="left")) + 1
+    truncated = np.zeros_like(probs)
+    kept = order[:keep]
+    truncated[kept] = probs[kept]
+    return truncated / truncated.sum()
+
+
+def sample_token(
+    logits: NDArray[np.floating], params: SamplingParams, rng: np.random.Generator
+) -> int:
+    """Draw one token id from `logits` with `params` (argmax when greedy)."""
+    if params.greedy:
+        return int(np.argmax(logits))
+    probs = nucleus_probs(logits, params.temperature, params.top_p)
+    return int(rng.choice(probs.shape[0], p=probs))
+
+
+def make_rng(params: SamplingParams, stream: int = 0) -> np.random.Generator:
+    """A generator for `params.seed`; `stream` separates independent draws under one seed."""
+    if params.seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng([params.seed, stream])

@@ -1,0 +1,54 @@
+"""Names, limits and the transcript digest that both sides of the contract must agree on."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+PROTOCOL_VERSION = 1
+MODEL_NAME = "glimp_llm"  # the Triton model that serves the contract
+REQUEST_TENSOR = "REQUEST"  # BYTES [1]: a serialized StepRequest
+REPLY_TENSOR = "REPLY"  # BYTES [1]: a serialized StepReply
+
+CONTEXT_ID_MIN_HEX = 32  # 128 bits: context ids are unguessable
+MAX_MAX_TOKENS = 8192  # one call may generate at most this many tokens
+MAX_REQUEST_TEXT_BYTES = 1 << 20  # 1 MiB of text per call (messages + new_text)
+AUTH_HEADER = "x-edge-token"  # Triton restricted-protocol header carrying the shared edge token
+
+
+def canonical_prompt(messages: Iterable[tuple[str, str]]) -> bytes:
+    """The prompt as hashed by both sides: compact JSON of [role, content] pairs."""
+    pairs = [[role, content] for role, content in messages]
+    return json.dumps(pairs, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class TranscriptView:
+    """A side's view of a context: appended-text length and digest (the contract's TranscriptState)."""
+
+    length_bytes: int
+    digest: str
+
+
+class TranscriptDigest:
+    """Running sha256 over the canonical prompt and the text appended after it."""
+
+    def __init__(self, messages: Iterable[tuple[str, str]]) -> None:
+        self._hasher = hashlib.sha256(canonical_prompt(messages) + b"\x00")
+        self.length_bytes = 0
+
+    def extend(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self._hasher.update(data)
+        self.length_bytes += len(data)
+
+    def view(self) -> TranscriptView:
+        return TranscriptView(self.length_bytes, self._hasher.hexdigest())
+
+    def copy(self) -> TranscriptDigest:
+        twin = TranscriptDigest.__new__(TranscriptDigest)
+        twin._hasher = self._hasher.copy()
+        twin.length_bytes = self.length_bytes
+        return twin
