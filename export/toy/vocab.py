@@ -1,0 +1,75 @@
+"""The toy pair's character vocabulary: one token per character of the task, plus <eos> and <pad>.
+
+Both models share it, so the pair has one tokenizer fingerprint.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from export.char_tokenizer import build_char_tokenizer, save_hf_tokenizer
+from export.toy.task import ALPHABET
+from onnx_lm.errors import BadInputError
+
+EOS_TOKEN = "<eos>"
+PAD_TOKEN = "<pad>"
+SPECIAL_TOKENS = [EOS_TOKEN, PAD_TOKEN]
+MODEL_MAX_LENGTH = 128  # the longest toy text is under 80 characters
+
+
+def toy_tokenizer() -> Tokenizer:
+    """The shared tokenizer: ids <unk>=0, <eos>=1, <pad>=2, then the task's characters."""
+    return build_char_tokenizer(
+        ALPHABET, special_tokens=SPECIAL_TOKENS, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN
+    )
+
+
+def save_toy_tokenizer(out_dir: Path) -> None:
+    """Write tokenizer.json + tokenizer_config.json + special_tokens_map.json into `out_dir`."""
+    save_hf_tokenizer(
+        toy_tokenizer(), out_dir, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, model_max_length=MODEL_MAX_LENGTH
+    )
+
+
+@dataclass(frozen=True)
+class CharCodec:
+    """Fast text <-> ids for the training loop, equal to the tokenizer's own encoding.
+
+    The tokenizer maps each character to one id, so a dict lookup gives the same ids without
+    a call into the tokenizer per batch row.
+    """
+
+    char_to_id: dict[str, int]
+    eos_id: int
+    pad_id: int
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Tokenizer) -> CharCodec:
+        vocab = tokenizer.get_vocab()
+        chars = {token: index for token, index in vocab.items() if len(token) == 1}
+        return cls(chars, vocab[EOS_TOKEN], vocab[PAD_TOKEN])
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.char_to_id) + len(SPECIAL_TOKENS) + 1  # + <unk>
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self.char_to_id[ch] for ch in text]
+        except KeyError as exc:
+            raise BadInputError(
+                f"character {exc.args[0]!r} is not in the toy vocabulary {ALPHABET!r}"
+            ) from exc
+
+    def decode(self, ids: list[int]) -> str:
+        """Characters of the ids; stops at the first <eos>; other special ids are dropped."""
+        id_to_char = {index: ch for ch, index in self.char_to_id.items()}
+        out = []
+        for index in ids:
+            if index == self.eos_id:
+                break
+            out.append(id_to_char.get(index, ""))
+        return "".join(out)
