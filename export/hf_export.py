@@ -1,0 +1,327 @@
+"""Local Hugging Face checkpoint (Qwen2 / Qwen3 / Llama) -> ONNX model folder with a manifest.
+
+The folder holds `model.onnx` (with KV cache, made by optimum's exporter), the tokenizer files
+and `manifest.json`. The export is written into a temporary folder beside `out_dir`, proven
+against transformers (see `export.parity`), and only then renamed to `out_dir`, so a failed
+export never leaves a half-written folder and never touches an existing one without `force`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from export import parity, quantize
+from onnx_lm.errors import BadInputError, ModelContractError
+from onnx_lm.manifest import (
+    ROLES,
+    SUPPORTED_ARCHITECTURES,
+    SUPPORTED_DTYPES,
+    KVLayout,
+    Manifest,
+)
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+DEFAULT_STEP_DELIMITER = "\n\n"  # the paper's blank line between reasoning steps
+DEFAULT_THINK_END = "</think>"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+)
+CONFIG_FILES = ("config.json", "generation_config.json")  # kept beside the model for reference
+EXPORT_TOOLS = ("optimum", "optimum-onnx", "transformers", "torch", "onnx", "onnxruntime", "onnxruntime-gpu")
+INT8 = "int8-dynamic"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export a checkpoint."""
+
+    dtype: str = "float32"  # "float16" for GPU
+    quantize_int8: bool = False  # dynamic int8 weights for CPU devices
+    force: bool = False  # overwrite an existing out_dir
+    step_delimiter: str | None = None  # None -> "\n\n" (the paper)
+    think_end: str | None = None  # None -> "</think>" if the tokenizer knows it, else None
+    prompt_template: str | None = None  # plain "{question}" template instead of the chat template
+    role: str = "any"  # "slm" / "llm" / "any"
+    check_parity: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise BadInputError(f"dtype {self.dtype!r} is not supported; choose one of {SUPPORTED_DTYPES}")
+        if self.quantize_int8 and self.dtype != "float32":
+            raise BadInputError("int8 quantization starts from float32 weights: use --int8 without --fp16")
+        if self.role not in ROLES:
+            raise BadInputError(f"role {self.role!r} is not one of {', '.join(ROLES)}")
+        if self.step_delimiter == "":
+            raise BadInputError("step delimiter must not be empty; leave it unset for the paper's '\\n\\n'")
+        if self.prompt_template is not None and "{question}" not in self.prompt_template:
+            raise BadInputError(
+                f"prompt template {self.prompt_template!r} has no '{{question}}' placeholder; add one"
+            )
+
+
+def export_checkpoint(
+    checkpoint_dir: Path, out_dir: Path, options: ExportOptions = ExportOptions()
+) -> Manifest:
+    """Export `checkpoint_dir` to the model folder `out_dir` and return its manifest.
+
+    Raises BadInputError for a missing/unsupported checkpoint or an existing `out_dir` without
+    `options.force`; ModelContractError when the export fails its parity check (nothing is
+    written then).
+    """
+    checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
+    config = read_checkpoint_config(checkpoint_dir)
+    _check_out_dir(out_dir, options.force)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        start = time.perf_counter()
+        _run_optimum(checkpoint_dir, tmp_dir)
+        logger.info("optimum export took %.1f s", time.perf_counter() - start)
+        _copy_checkpoint_files(checkpoint_dir, tmp_dir)
+        figures = _convert_and_prove(checkpoint_dir, tmp_dir, options)
+        manifest = build_manifest(config, tmp_dir, options, figures)
+        manifest.save(tmp_dir)
+        _publish(tmp_dir, out_dir, options.force)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return manifest
+
+
+def read_checkpoint_config(checkpoint_dir: Path) -> dict[str, Any]:
+    """config.json of a supported checkpoint; BadInputError saying what is wrong otherwise."""
+    if not checkpoint_dir.is_dir():
+        raise BadInputError(
+            f"checkpoint directory {checkpoint_dir} does not exist; give a local Hugging Face model folder"
+        )
+    config_path = checkpoint_dir / "config.json"
+    if not config_path.is_file():
+        raise BadInputError(
+            f"{checkpoint_dir} is not a Hugging Face checkpoint (no config.json); "
+            "give the folder that holds config.json and the weights"
+        )
+    try:
+        config: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise BadInputError(f"{config_path} is not valid JSON ({exc}); fix or re-download it") from exc
+    model_type = config.get("model_type")
+    if model_type not in SUPPORTED_ARCHITECTURES:
+        raise BadInputError(
+            f"architecture {model_type!r} of {checkpoint_dir} is not supported; "
+            f"supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    return config
+
+
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not force:
+        raise BadInputError(f"output folder {out_dir} already exists; use --force to overwrite it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"output path {out_dir} is a file, not a folder; choose another path")
+
+
+def _run_optimum(checkpoint_dir: Path, tmp_dir: Path) -> None:
+    from optimum.exporters.onnx import main_export
+
+    # fp32 always: real checkpoints are often stored in bf16; fp16/int8 are derived from fp32.
+    # optimum's own validation is skipped: export.parity checks more (logits and greedy KV decode).
+    main_export(
+        str(checkpoint_dir),
+        str(tmp_dir),
+        task="text-generation-with-past",
+        dtype="fp32",
+        device="cpu",
+        do_validation=False,
+        local_files_only=True,
+    )
+    if not (tmp_dir / ONNX_FILE).is_file():
+        raise ModelContractError(f"optimum wrote no {ONNX_FILE} for {checkpoint_dir}; see the log above")
+
+
+def _copy_checkpoint_files(checkpoint_dir: Path, tmp_dir: Path) -> None:
+    """Copy config and tokenizer; a checkpoint with only a slow tokenizer gets a tokenizer.json made."""
+    for name in (*CONFIG_FILES, *TOKENIZER_FILES):
+        if (checkpoint_dir / name).is_file():
+            shutil.copy2(checkpoint_dir / name, tmp_dir / name)
+    if (tmp_dir / "tokenizer.json").is_file():
+        return
+    from transformers import AutoTokenizer
+
+    try:
+        AutoTokenizer.from_pretrained(str(checkpoint_dir), use_fast=True).save_pretrained(str(tmp_dir))
+    except Exception as exc:  # transformers raises many types for a missing/odd tokenizer
+        raise BadInputError(
+            f"{checkpoint_dir} has no tokenizer.json and no tokenizer transformers can convert ({exc}); "
+            "add the checkpoint's tokenizer files"
+        ) from exc
+    if not (tmp_dir / "tokenizer.json").is_file():
+        raise BadInputError(f"{checkpoint_dir}: could not produce tokenizer.json; add a fast tokenizer")
+
+
+def _convert_and_prove(checkpoint_dir: Path, tmp_dir: Path, options: ExportOptions) -> dict[str, Any]:
+    """Prove the fp32 graph, convert it if asked, measure the conversion; return manifest.parity."""
+    fp32_path = tmp_dir / ONNX_FILE
+    if not options.check_parity:
+        _convert(fp32_path, options)
+        return {"model": "not checked: parity check disabled (--no-parity)"}
+    reference = parity._torch_reference(checkpoint_dir)
+    fp32 = parity.check_parity(
+        checkpoint_dir, fp32_path, tolerance=parity.FP32_LOGIT_TOLERANCE, reference_model=reference
+    )
+    parity.require_parity(fp32, fp32_path)
+    if options.dtype == "float32" and not options.quantize_int8:
+        return {"model": fp32.to_dict()}
+    _convert(fp32_path, options)
+    tolerance = None if options.quantize_int8 else parity.FP16_LOGIT_TOLERANCE
+    converted = parity.check_parity(checkpoint_dir, fp32_path, tolerance=tolerance, reference_model=reference)
+    if not options.quantize_int8:
+        parity.require_parity(converted, fp32_path)
+    return {"model": converted.to_dict(), "float32_export": fp32.to_dict()}
+
+
+def _convert(onnx_path: Path, options: ExportOptions) -> None:
+    """Replace the fp32 `onnx_path` by its fp16 or int8 version, if the options ask for one."""
+    if options.dtype == "float32" and not options.quantize_int8:
+        return
+    staged = onnx_path.with_name("converted.onnx")
+    if options.quantize_int8:
+        quantize.quantize_int8(onnx_path, staged)
+    else:
+        quantize.convert_fp16(onnx_path, staged)
+    quantize.remove_onnx(onnx_path)
+    for path in onnx_path.parent.glob("converted.onnx*"):
+        path.rename(path.with_name(path.name.replace("converted.onnx", ONNX_FILE)))
+
+
+def _publish(tmp_dir: Path, out_dir: Path, force: bool) -> None:
+    """Rename the finished folder into place; an existing one (force) is swapped out, then removed."""
+    old = None
+    if out_dir.exists():
+        if not force:  # appeared while exporting
+            raise BadInputError(f"output folder {out_dir} already exists; use --force to overwrite it")
+        old = out_dir.with_name(f".{out_dir.name}.old-{tmp_dir.name}")
+        out_dir.rename(old)
+    tmp_dir.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def build_manifest(
+    config: dict[str, Any], folder: Path, options: ExportOptions, figures: dict[str, Any]
+) -> Manifest:
+    """The manifest of an export folder that already holds the tokenizer files."""
+    tokenizer = _tokenizer_info(folder)
+    heads = int(config["num_attention_heads"])
+    kv = KVLayout(
+        num_layers=int(config["num_hidden_layers"]),
+        num_kv_heads=int(config.get("num_key_value_heads") or heads),
+        head_dim=int(config.get("head_dim") or int(config["hidden_size"]) // heads),
+        dtype=options.dtype,
+    )
+    return Manifest(
+        architecture=str(config["model_type"]),
+        vocab_size=int(config["vocab_size"]),
+        max_context_tokens=int(config.get("max_position_embeddings") or 0),
+        dtype=options.dtype,
+        kv=kv,
+        eos_token_ids=_eos_ids(config, folder, tokenizer),
+        step_delimiter=options.step_delimiter or DEFAULT_STEP_DELIMITER,
+        think_end=options.think_end or _default_think_end(tokenizer),
+        tokenizer_fingerprint=tokenizer_fingerprint(folder),
+        onnx_file=ONNX_FILE,
+        bos_token_id=_first_id(config.get("bos_token_id"), tokenizer.get("bos_token_id")),
+        pad_token_id=_first_id(config.get("pad_token_id"), tokenizer.get("pad_token_id")),
+        # The runtime renders with the chat template when there is one: a plain template replaces it.
+        chat_template=None if options.prompt_template else tokenizer.get("chat_template"),
+        prompt_template=options.prompt_template,
+        quantization=INT8 if options.quantize_int8 else None,
+        role=options.role,
+        special_tokens=tokenizer["special_tokens"],
+        export_tools=export_tool_versions(),
+        parity=figures,
+    )
+
+
+def _tokenizer_info(folder: Path) -> dict[str, Any]:
+    """Special tokens, their ids and the chat template, as transformers reads the folder."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    special = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
+    if tok.convert_tokens_to_ids(DEFAULT_THINK_END) not in (None, tok.unk_token_id):
+        special.setdefault("think_start", "<think>")
+        special.setdefault("think_end", DEFAULT_THINK_END)
+    template = tok.chat_template if isinstance(tok.chat_template, str) else None
+    return {
+        "special_tokens": special,
+        "eos_token_id": tok.eos_token_id,
+        "bos_token_id": tok.bos_token_id,
+        "pad_token_id": tok.pad_token_id,
+        "chat_template": template,
+        "knows_think_end": "think_end" in special,
+    }
+
+
+def _default_think_end(tokenizer: dict[str, Any]) -> str | None:
+    return DEFAULT_THINK_END if tokenizer["knows_think_end"] else None
+
+
+def _as_ids(value: Any) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
+
+
+def _first_id(*values: Any) -> int | None:
+    for value in values:
+        ids = _as_ids(value)
+        if ids:
+            return ids[0]
+    return None
+
+
+def _eos_ids(config: dict[str, Any], folder: Path, tokenizer: dict[str, Any]) -> tuple[int, ...]:
+    """Union of the eos ids of generation_config.json, config.json and the tokenizer, in that order."""
+    generation: dict[str, Any] = {}
+    if (folder / "generation_config.json").is_file():
+        generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
+    ids = [
+        *_as_ids(generation.get("eos_token_id")),
+        *_as_ids(config.get("eos_token_id")),
+        *_as_ids(tokenizer.get("eos_token_id")),
+    ]
+    if not ids:
+        raise BadInputError(
+            f"{folder}: no eos token id in generation_config.json, config.json or the tokenizer; "
+            "set eos_token_id in the checkpoint's config.json"
+        )
+    return tuple(dict.fromkeys(ids))
+
+
+def tokenizer_fingerprint(folder: Path) -> str:
+    """sha256 of tokenizer.json: equal fingerprints mean the two folders tokenize alike."""
+    return hashlib.sha256((Path(folder) / "tokenizer.json").read_bytes()).hexdigest()
+
+
+def export_tool_versions() -> dict[str, str]:
+    """Installed versions of the packages that shaped the export (absent ones are left out)."""
+    versions = {}
+    for name in EXPORT_TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -1,0 +1,225 @@
+"""Prove that an exported ONNX model computes what the Hugging Face checkpoint computes.
+
+Two checks, after minGPT's test against Hugging Face: (a) the largest |logit difference| between
+transformers (torch, fp32, eval) and ONNX Runtime over the prefill of a random prompt, under a
+stated tolerance; (b) greedy decoding for a number of steps through ONNX Runtime *with* past KV
+gives the very tokens transformers picks *without* a cache (`use_cache=False`), so the exported
+cache path is proven against the plain forward pass.
+
+ONNX Runtime is driven directly here (a short loop over the optimum graph's inputs) so that the
+export does not depend on the runtime package above it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from onnx_lm.errors import ModelContractError
+
+logger = logging.getLogger(__name__)
+
+# Largest |logit difference| accepted against transformers fp32, by the ONNX graph's precision.
+# fp32: both sides compute in fp32; only kernel order differs.
+FP32_LOGIT_TOLERANCE = 1e-3
+# fp16: weights and activations rounded to 11 bits of mantissa; logits of a few units move ~1e-2.
+FP16_LOGIT_TOLERANCE = 5e-2
+GREEDY_STEPS = 32
+PROMPT_TOKENS = 16
+
+_ORT_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    """Figures of one parity check of an ONNX graph against transformers fp32."""
+
+    max_abs_logit_diff: float  # over every position of the prompt prefill
+    max_abs_logit_diff_decode: float  # over the decode steps while the greedy tokens agreed
+    tolerance: float | None  # None: figures reported, not enforced (int8)
+    greedy_steps: int  # tokens decoded on each side
+    greedy_matched: int  # leading tokens identical on both sides
+    prompt_tokens: int
+    check_s: float  # wall time of the whole check
+    reference: str = "transformers fp32 eval, greedy with use_cache=False"
+
+    @property
+    def greedy_identical(self) -> bool:
+        return self.greedy_matched == self.greedy_steps
+
+    @property
+    def passed(self) -> bool:
+        """True when the logits are within tolerance and every greedy token agrees."""
+        within = self.tolerance is None or self.max_abs_logit_diff <= self.tolerance
+        return within and self.greedy_identical
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain figures for `manifest.parity` and the CLI."""
+        return {**asdict(self), "greedy_identical": self.greedy_identical, "passed": self.passed}
+
+    def summary(self) -> str:
+        """One line: the figures a user reads."""
+        tol = "not enforced" if self.tolerance is None else f"tolerance {self.tolerance:g}"
+        return (
+            f"max |logit diff| {self.max_abs_logit_diff:.3g} (prefill, {tol}), "
+            f"{self.max_abs_logit_diff_decode:.3g} (decode); "
+            f"greedy {self.greedy_matched}/{self.greedy_steps} tokens identical"
+        )
+
+
+class OrtDecoder:
+    """A bare ONNX Runtime loop over an optimum `text-generation-with-past` graph, batch 1.
+
+    The KV cache is the list of `present.*` outputs of the last call, fed back as `past_key_values.*`.
+    """
+
+    def __init__(self, onnx_path: Path) -> None:
+        self.session = open_session(onnx_path)
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        self.past_names = [name for name in inputs if name.startswith("past_key_values.")]
+        missing = {"input_ids", "attention_mask"} - set(inputs)
+        if missing or not self.past_names:
+            raise ModelContractError(
+                f"{onnx_path} lacks {sorted(missing) or 'past_key_values.* inputs'}: it is not a "
+                "text-generation-with-past export; re-export with `glimp export`"
+            )
+        self.has_position_ids = "position_ids" in inputs
+        first = inputs[self.past_names[0]]
+        self.kv_dtype = _ORT_FLOAT_TYPES.get(first.type, np.float32)
+        self.kv_heads, self.head_dim = int(first.shape[1]), int(first.shape[3])
+        self.past: list[NDArray[Any]] = [self._empty_kv() for _ in self.past_names]
+        self.length = 0  # tokens held in the cache
+
+    def _empty_kv(self) -> NDArray[Any]:
+        # [batch, kv_heads, past_seq, head_dim] with past_seq = 0
+        return np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
+
+    def forward(self, ids: list[int]) -> NDArray[np.float32]:
+        """Run `ids` after the cached tokens; return fp32 logits [len(ids), vocab]."""
+        new = len(ids)
+        feeds: dict[str, Any] = {
+            "input_ids": np.array([ids], dtype=np.int64),
+            "attention_mask": np.ones((1, self.length + new), dtype=np.int64),
+        }
+        if self.has_position_ids:
+            feeds["position_ids"] = np.arange(self.length, self.length + new, dtype=np.int64)[None]
+        feeds.update(zip(self.past_names, self.past, strict=True))
+        logits, *present = self.session.run(None, feeds)
+        self.past = present
+        self.length += new
+        return np.asarray(logits[0], dtype=np.float32)
+
+
+def open_session(onnx_path: Path) -> Any:
+    """An ONNX Runtime CPU session; a missing or corrupt file raises ModelContractError."""
+    import onnxruntime as ort
+
+    if not Path(onnx_path).is_file():
+        raise ModelContractError(f"{onnx_path} does not exist; re-export the model with `glimp export`")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # the CPU EP warns about every fp16 fallback; keep the log readable
+    try:
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises several private exception types for bad files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelContractError(
+            f"{onnx_path} is not a loadable ONNX model ({first_line[:200]}); "
+            "it may be truncated or corrupt: re-export with `glimp export --force`"
+        ) from exc
+
+
+def _torch_reference(checkpoint_dir: Path) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint_dir), dtype=torch.float32)
+    return model.eval()
+
+
+def _torch_logits(model: Any, ids: list[int]) -> NDArray[np.float32]:
+    """Logits [len(ids), vocab] of a plain forward pass without any cache."""
+    import torch
+
+    with torch.no_grad():
+        out = model(torch.tensor([ids], dtype=torch.long), use_cache=False)
+    return out.logits[0].float().numpy()
+
+
+def random_prompt(vocab_size: int, length: int, *, seed: int) -> list[int]:
+    """Random token ids: parity must hold for any input, not only for text."""
+    rng = np.random.default_rng(seed)
+    return [int(t) for t in rng.integers(0, vocab_size, size=length)]
+
+
+def _greedy(
+    model: Any, decoder: OrtDecoder, prompt: list[int], steps: int, prefill_logits: NDArray[np.float32]
+) -> tuple[int, float]:
+    """Decode `steps` greedy tokens on both sides; return (leading tokens matched, max decode diff)."""
+    ref_ids, ort_logits = list(prompt), prefill_logits[-1]
+    matched, max_diff = 0, 0.0
+    for _ in range(steps):
+        ref_logits = _torch_logits(model, ref_ids)[-1]
+        ref_tok, ort_tok = int(ref_logits.argmax()), int(ort_logits.argmax())
+        if ref_tok != ort_tok:
+            break
+        max_diff = max(max_diff, float(np.abs(ref_logits - ort_logits).max()))
+        matched += 1
+        ref_ids.append(ref_tok)
+        ort_logits = decoder.forward([ort_tok])[-1]
+    return matched, max_diff
+
+
+def check_parity(
+    checkpoint_dir: Path,
+    onnx_path: Path,
+    *,
+    tolerance: float | None,
+    steps: int = GREEDY_STEPS,
+    prompt_tokens: int = PROMPT_TOKENS,
+    seed: int = 0,
+    reference_model: Any = None,
+) -> ParityResult:
+    """Measure parity of `onnx_path` against the checkpoint; never raises on a mismatch.
+
+    `reference_model` reuses an already loaded transformers model (e.g. fp32 and int8 checks of
+    one export). Raises ModelContractError when the ONNX file cannot be loaded.
+    """
+    start = time.perf_counter()
+    decoder = OrtDecoder(onnx_path)
+    model = reference_model if reference_model is not None else _torch_reference(checkpoint_dir)
+    prompt = random_prompt(int(model.config.vocab_size), prompt_tokens, seed=seed)
+    ort_prefill = decoder.forward(prompt)
+    ref_prefill = _torch_logits(model, prompt)
+    if ort_prefill.shape != ref_prefill.shape:
+        raise ModelContractError(
+            f"{onnx_path} gives logits of shape {ort_prefill.shape}, transformers {ref_prefill.shape}: "
+            "the ONNX file does not belong to this checkpoint; re-export with `glimp export --force`"
+        )
+    prefill_diff = float(np.abs(ort_prefill - ref_prefill).max())
+    matched, decode_diff = _greedy(model, decoder, prompt, steps, ort_prefill)
+    result = ParityResult(
+        max_abs_logit_diff=prefill_diff,
+        max_abs_logit_diff_decode=decode_diff,
+        tolerance=tolerance,
+        greedy_steps=steps,
+        greedy_matched=matched,
+        prompt_tokens=prompt_tokens,
+        check_s=round(time.perf_counter() - start, 3),
+    )
+    logger.info("parity of %s: %s", onnx_path, result.summary())
+    return result
+
+
+def require_parity(result: ParityResult, onnx_path: Path) -> None:
+    """Raise ModelContractError with the figures when `result` did not pass."""
+    if not result.passed:
+        raise ModelContractError(
+            f"parity check failed for {onnx_path}: {result.summary()}; the export does not reproduce "
+            "transformers: check the optimum/transformers versions, or export with --no-parity to inspect"
+        )
