@@ -22,6 +22,7 @@ class LLMAction(str, Enum):
     WRITE_STEP = "write_step"  # write one reasoning step (stops at the delimiter / stop strings)
     WRITE_ANSWER = "write_answer"  # write the final answer (stops at EOS / stop strings)
     ABSORB = "absorb"  # only take in the transcript (background context sync)
+    SCORE = "score"  # mean log-prob of `candidate` after the transcript; nothing is kept
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class LLMRequest:
     sampling: SamplingParams
     stop_strings: tuple[str, ...] = ()  # e.g. (step delimiter, end-of-thinking marker)
     max_tokens: int = 512
+    candidate: str = ""  # SCORE only: the text to score, as if appended after the transcript
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,15 @@ class LLMReply:
     stop_reason: str  # "stop_string" | "eos" | "max_tokens" | "absorbed"
     stop_string: str | None
     cost: CallCost
+    mean_logprob: float | None = None  # SCORE only
 
 
 class LLMConversation(Protocol):
-    """One question's context with the LLM. After a reply, the server holds transcript + reply.text."""
+    """One question's context with the LLM.
+
+    After WRITE_STEP / WRITE_ANSWER the LLM holds transcript + reply.text; after ABSORB, the
+    transcript; after SCORE, what it held before. Cloud faults raise `edge_client.errors.CloudError`.
+    """
 
     def call(self, request: LLMRequest) -> LLMReply: ...
 

@@ -14,6 +14,7 @@ class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WRITE_ANSWER: _ClassVar[Action]
     ABSORB: _ClassVar[Action]
     CLOSE: _ClassVar[Action]
+    SCORE: _ClassVar[Action]
 
 class StopReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -27,6 +28,7 @@ WRITE_STEP: Action
 WRITE_ANSWER: Action
 ABSORB: Action
 CLOSE: Action
+SCORE: Action
 STOP_REASON_UNSPECIFIED: StopReason
 STOP_STRING: StopReason
 EOS: StopReason
@@ -60,7 +62,7 @@ class Sampling(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class StepRequest(_message.Message):
-    __slots__ = ("protocol_version", "context_id", "client_key", "create", "messages", "base", "new_text", "action", "sampling", "stop", "max_tokens")
+    __slots__ = ("protocol_version", "context_id", "client_key", "create", "messages", "base", "new_text", "action", "sampling", "stop", "max_tokens", "score_bytes")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +74,7 @@ class StepRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_BYTES_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     context_id: str
     client_key: bytes
@@ -83,7 +86,8 @@ class StepRequest(_message.Message):
     sampling: Sampling
     stop: _containers.RepeatedScalarFieldContainer[str]
     max_tokens: int
-    def __init__(self, protocol_version: _Optional[int] = ..., context_id: _Optional[str] = ..., client_key: _Optional[bytes] = ..., create: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., base: _Optional[_Union[TranscriptState, _Mapping]] = ..., new_text: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ...) -> None: ...
+    score_bytes: int
+    def __init__(self, protocol_version: _Optional[int] = ..., context_id: _Optional[str] = ..., client_key: _Optional[bytes] = ..., create: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., base: _Optional[_Union[TranscriptState, _Mapping]] = ..., new_text: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., score_bytes: _Optional[int] = ...) -> None: ...
 
 class ServerTimings(_message.Message):
     __slots__ = ("queue_s", "compute_s", "reused_tokens", "prefill_tokens", "prefill_s", "decode_tokens", "decode_s")
@@ -104,18 +108,22 @@ class ServerTimings(_message.Message):
     def __init__(self, queue_s: _Optional[float] = ..., compute_s: _Optional[float] = ..., reused_tokens: _Optional[int] = ..., prefill_tokens: _Optional[int] = ..., prefill_s: _Optional[float] = ..., decode_tokens: _Optional[int] = ..., decode_s: _Optional[float] = ...) -> None: ...
 
 class StepResult(_message.Message):
-    __slots__ = ("text", "stop_reason", "stop_string", "state", "timings")
+    __slots__ = ("text", "stop_reason", "stop_string", "state", "timings", "mean_logprob", "scored_tokens")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     STOP_STRING_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    SCORED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     text: str
     stop_reason: StopReason
     stop_string: str
     state: TranscriptState
     timings: ServerTimings
-    def __init__(self, text: _Optional[str] = ..., stop_reason: _Optional[_Union[StopReason, str]] = ..., stop_string: _Optional[str] = ..., state: _Optional[_Union[TranscriptState, _Mapping]] = ..., timings: _Optional[_Union[ServerTimings, _Mapping]] = ...) -> None: ...
+    mean_logprob: float
+    scored_tokens: int
+    def __init__(self, text: _Optional[str] = ..., stop_reason: _Optional[_Union[StopReason, str]] = ..., stop_string: _Optional[str] = ..., state: _Optional[_Union[TranscriptState, _Mapping]] = ..., timings: _Optional[_Union[ServerTimings, _Mapping]] = ..., mean_logprob: _Optional[float] = ..., scored_tokens: _Optional[int] = ...) -> None: ...
 
 class ContextMismatch(_message.Message):
     __slots__ = ("kind", "server_state", "detail")
