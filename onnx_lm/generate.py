@@ -16,7 +16,7 @@ import numpy as np
 
 from onnx_lm.context import LMContext
 from onnx_lm.errors import BadInputError
-from onnx_lm.sampling import SamplingParams, sample_token
+from onnx_lm.sampling import SamplingParams, entropy_nats, sample_token
 
 TextCallback = Callable[[str], None]
 
@@ -50,6 +50,7 @@ class Generation:
     stop_reason: StopReason = StopReason.MAX_TOKENS
     stop_string: str | None = None  # which stop string ended it
     decode_s: float = 0.0  # time spent sampling and running the model
+    entropies: list[float] = field(default_factory=list)  # H of each sampled token's distribution, nats
 
     @property
     def num_tokens(self) -> int:
@@ -64,19 +65,24 @@ def decode_until(
     *,
     first_token: int | None = None,
     on_text: TextCallback | None = None,
+    record_entropy: bool = False,
 ) -> Generation:
     """Sample tokens after the context until a stop string, EOS or `stop.max_tokens`.
 
     `first_token`, when given, is used as the first sampled token (the router's probe token,
     drawn from the same distribution with the same settings): it is not sampled again.
     `on_text` receives the text as it becomes final (never a prefix of a stop string).
+    `record_entropy` fills `Generation.entropies` (the step-average-entropy policy needs it).
     """
     started = time.perf_counter()
     eos_ids = set(ctx.lm.manifest.eos_token_ids)
     gen = Generation(text="")
     streamed = 0
-    token = first_token if first_token is not None else sample_token(ctx.next_logits, params, rng)
+    logits = ctx.next_logits
+    token = first_token if first_token is not None else sample_token(logits, params, rng)
     while True:
+        if record_entropy:
+            gen.entropies.append(entropy_nats(logits))
         if token in eos_ids:
             gen.token_ids.append(token)
             gen.stop_reason = StopReason.EOS
@@ -92,7 +98,8 @@ def decode_until(
             gen.stop_reason = StopReason.MAX_TOKENS
             break
         streamed = _stream(gen.text, streamed, stop.stop_strings, on_text)
-        token = sample_token(ctx.append_token(token), params, rng)
+        logits = ctx.append_token(token)
+        token = sample_token(logits, params, rng)
     if gen.stop_reason != StopReason.STOP_STRING:
         gen.text = ctx.lm.tokenizer.decode([t for t in gen.token_ids if t not in eos_ids])
     if on_text is not None and len(gen.text) > streamed:
