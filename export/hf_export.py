@@ -173,28 +173,50 @@ def _copy_checkpoint_files(checkpoint_dir: Path, tmp_dir: Path) -> None:
 
 def _convert_and_prove(checkpoint_dir: Path, tmp_dir: Path, options: ExportOptions) -> dict[str, Any]:
     """Prove the fp32 graph, convert it if asked, measure the conversion; return manifest.parity."""
-    fp32_path = tmp_dir / ONNX_FILE
+    onnx_path = tmp_dir / ONNX_FILE
     if not options.check_parity:
-        _convert(fp32_path, options)
+        _convert(onnx_path, options)
         return {"model": "not checked: parity check disabled (--no-parity)"}
-    reference = parity._torch_reference(checkpoint_dir)
-    fp32 = parity.check_parity(
-        checkpoint_dir, fp32_path, tolerance=parity.FP32_LOGIT_TOLERANCE, reference_model=reference
-    )
-    parity.require_parity(fp32, fp32_path)
-    if options.dtype == "float32" and not options.quantize_int8:
+    reference = parity.load_reference(checkpoint_dir)
+    fp32 = parity.check_parity(checkpoint_dir, onnx_path, reference_model=reference)
+    parity.require_parity(fp32, onnx_path)
+    if not _converts(options):
         return {"model": fp32.to_dict()}
-    _convert(fp32_path, options)
-    tolerance = None if options.quantize_int8 else parity.FP16_LOGIT_TOLERANCE
-    converted = parity.check_parity(checkpoint_dir, fp32_path, tolerance=tolerance, reference_model=reference)
-    if not options.quantize_int8:
-        parity.require_parity(converted, fp32_path)
+    _convert(onnx_path, options)
+    precision = "int8" if options.quantize_int8 else options.dtype
+    converted = parity.check_parity(
+        checkpoint_dir,
+        onnx_path,
+        precision=precision,
+        providers=_parity_providers(precision),
+        reference_model=reference,
+    )
+    parity.require_parity(converted, onnx_path)
     return {"model": converted.to_dict(), "float32_export": fp32.to_dict()}
+
+
+def _converts(options: ExportOptions) -> bool:
+    return options.quantize_int8 or options.dtype != "float32"
+
+
+def _parity_providers(precision: str) -> tuple[str, ...]:
+    """fp16 is meant for GPUs: check it on CUDA when a GPU really runs; everything else on CPU."""
+    if precision == "float16" and _cuda_works():
+        return ("CUDAExecutionProvider", parity.CPU)
+    return (parity.CPU,)
+
+
+def _cuda_works() -> bool:
+    import onnxruntime as ort
+
+    from onnx_lm.providers import has_gpu_device
+
+    return has_gpu_device() and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def _convert(onnx_path: Path, options: ExportOptions) -> None:
     """Replace the fp32 `onnx_path` by its fp16 or int8 version, if the options ask for one."""
-    if options.dtype == "float32" and not options.quantize_int8:
+    if not _converts(options):
         return
     staged = onnx_path.with_name("converted.onnx")
     if options.quantize_int8:
