@@ -173,7 +173,7 @@ def train_batch(seed: int, step: int, batch_size: int, config: TaskConfig | None
     check_int("step", step, minimum=0)
     check_int("batch_size", batch_size, minimum=1)
     config = config or TaskConfig()
-    rng, batch = stream_rng(seed, "train", step), []
+    rng, batch = stream_rng(seed, "train", step), list[Problem]()
     while len(batch) < batch_size:
         problem = draw_problem(rng, config, f"train-s{step}-{len(batch)}")
         if split_of(problem.question) == "train":

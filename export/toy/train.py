@@ -185,7 +185,8 @@ def _setup(spec: ModelSpec, config: TrainConfig, task: TaskConfig, codec: CharCo
     import torch
 
     torch.manual_seed(config.seed)
-    model = build_model(spec, codec).to(config.device)
+    model: Any = build_model(spec, codec)
+    model.to(config.device)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # norms: no weight decay
     optimizer = torch.optim.AdamW(
@@ -209,13 +210,19 @@ def _restore(run: _Run, state: dict[str, Any], meta: dict[str, Any], out_dir: Pa
                 f"({state['meta'].get(key)} != {value}); resume with the same settings or use a new --out"
             )
     run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
+    if "optimizer" in state:  # a finished run keeps none: there is nothing left to resume
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.scheduler.load_state_dict(state["scheduler"])
+    elif state["step"] < state["meta"]["train"]["steps"]:
+        raise BadInputError(f"{out_dir / STATE_FILE} has no optimizer state; start over with --no-resume")
     run.step, run.losses, run.seconds_before = state["step"], list(state["losses"]), state["seconds"]
 
 
 def save_checkpoint(run: _Run, out_dir: Path, meta: dict[str, Any], seconds: float) -> None:
-    """Write the Hugging Face folder, then the resume state (atomically, last)."""
+    """Write the Hugging Face folder, then the resume state (atomically, last).
+
+    A finished run drops the optimizer state (two thirds of the file): nothing is left to resume.
+    """
     import torch
 
     run.model.save_pretrained(str(out_dir))
@@ -223,16 +230,29 @@ def save_checkpoint(run: _Run, out_dir: Path, meta: dict[str, Any], seconds: flo
     state = {
         "meta": meta,
         "model": run.model.state_dict(),
-        "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(),
         "step": run.step,
         "losses": run.losses,
         "seconds": seconds,
     }
+    if run.step < meta["train"]["steps"]:
+        state["optimizer"] = run.optimizer.state_dict()
+        state["scheduler"] = run.scheduler.state_dict()
     tmp = out_dir / (STATE_FILE + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, out_dir / STATE_FILE)
     logger.info("checkpoint at step %d written to %s", run.step, out_dir)
+
+
+def _deterministic_cuda() -> None:
+    """Ask CUDA for deterministic kernels (cuBLAS needs its workspace pinned before first use).
+
+    warn_only: an op without a deterministic kernel warns instead of stopping the run; whether
+    GPU runs come out bit-identical is measured, not assumed (see models/toy-pair/README.md).
+    """
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 StepCallback = Callable[[int, float], None]  # (steps completed, loss of that step)
@@ -248,6 +268,7 @@ def train(
     progress: bool = True,
     callback: StepCallback | None = None,
     desc: str = "train",
+    bar_position: int = 0,
 ) -> TrainResult:
     """Train (or resume) one model into `out_dir`; return what was done.
 
@@ -261,6 +282,8 @@ def train(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.threads)
+    if config.device.startswith("cuda"):
+        _deterministic_cuda()
     codec = CharCodec.from_tokenizer(toy_tokenizer())
     meta = _state_meta(spec, config, task)
     run = _setup(spec, config, task, codec)
@@ -268,21 +291,22 @@ def train(
     if resume and state_path.is_file():
         _restore(run, torch.load(state_path, map_location=config.device, weights_only=False), meta, out_dir)
         logger.info("resuming %s from step %d", out_dir, run.step)
-    started, first_step = time.monotonic(), run.step
+    started = time.monotonic()
 
     def save() -> None:
         save_checkpoint(run, out_dir, meta, run.seconds_before + time.monotonic() - started)
 
     try:
         with _InterruptFlag().installed() as flag:
-            _loop(run, config, task, codec, flag, save, callback=callback, progress=progress, desc=desc)
+            _loop(run, config, task, codec, flag, save, callback, progress, (desc, bar_position))
     except KeyboardInterrupt:
         save()
         logger.warning("interrupted at step %d; resume with the same command", run.step)
         raise
     seconds = time.monotonic() - started
-    if run.step > first_step or not state_path.is_file():
-        save_checkpoint(run, out_dir, meta, run.seconds_before + seconds)
+    # Written even when nothing was left to train: the folder then matches this transformers
+    # version (a checkpoint trained elsewhere, under another version, is re-saved here).
+    save_checkpoint(run, out_dir, meta, run.seconds_before + seconds)
     return TrainResult(
         out_dir, run.step, parameter_count(run.model), seconds, run.seconds_before + seconds, run.losses
     )
@@ -295,18 +319,24 @@ def _loop(
     codec: CharCodec,
     flag: _InterruptFlag,
     save: Callable[[], None],
-    *,
     callback: StepCallback | None,
     progress: bool,
-    desc: str,
+    bar_label: tuple[str, int],
 ) -> None:
     import torch
     from tqdm import tqdm
 
     run.model.train()
-    bar = tqdm(total=config.steps, initial=run.step, desc=desc, disable=not progress, mininterval=2.0)
+    desc, position = bar_label
     window: list[float] = []
-    with bar:
+    with tqdm(
+        total=config.steps,
+        initial=run.step,
+        desc=desc,
+        position=position,
+        disable=not progress,
+        mininterval=2.0,
+    ) as bar:
         while run.step < config.steps:
             batch = train_batch(config.seed, run.step, config.batch_size, task)
             ids, mask, labels = (t.to(config.device) for t in encode_batch(batch, codec))
