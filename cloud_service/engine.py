@@ -1,0 +1,285 @@
+"""The cloud service's logic, without Triton: a StepRequest in, a StepReply out.
+
+Contexts are keyed by (sha256(client_key), context_id): another credential's context is simply
+unknown. Each holds the prompt messages, the appended text and its digest (the *committed*
+state) and an `LMContext` (the KV cache). The KV is only a cache, brought in line with the
+committed text by `LMContext.sync` (longest common token prefix), so a failed or cancelled call
+never changes what the client and server agree on: state is committed only at the very end.
+
+`model.py` (the Triton adapter) maps `InvalidRequest` to INVALID_ARG and `RequestCancelled` to
+CANCELLED; the benchmark and unit tests drive the engine in process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloud_service.context_store import ContextStore, StoreLimits, StoreStats
+from cloud_service.errors import InvalidRequest
+from cloud_service.scoring import score_tail
+from cloud_service.validation import Call, parse_request, validate
+from onnx_lm import (
+    CausalLM,
+    ChatMessage,
+    LMContext,
+    SessionConfig,
+    StopCriteria,
+    StopReason,
+    decode_until,
+    make_rng,
+)
+from onnx_lm.errors import GlimpError
+from protos import edge_cloud_v1_pb2 as pb
+from protos.contract import TranscriptDigest, TranscriptView
+
+__all__ = ["Engine", "EngineConfig", "EngineStats", "InvalidRequest", "RequestCancelled"]
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+CancelCheck = Callable[[], bool]
+
+_STOP_REASONS = {
+    StopReason.STOP_STRING: pb.STOP_STRING, StopReason.EOS: pb.EOS, StopReason.MAX_TOKENS: pb.MAX_TOKENS,
+}
+_CANCEL_POLL_S = 0.05  # how often a long decode asks Triton whether the client gave up
+
+
+class RequestCancelled(GlimpError):
+    """The client cancelled the call (deadline or stream cancel); nothing was committed."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Limits of the per-context cache."""
+
+    cache_budget_bytes: int = 2 << 30  # KV + text of every context together
+    idle_ttl_s: float = 900.0  # a context unused this long is dropped
+
+    def __post_init__(self) -> None:
+        StoreLimits(self.cache_budget_bytes, self.idle_ttl_s)  # validates both
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """Counters for the metrics endpoint."""
+
+    store: StoreStats
+    mismatches: dict[str, int] = field(default_factory=dict)  # kind -> count
+    reused_tokens: int = 0
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+
+
+class ServerContext:
+    """One conversation as the server holds it: prompt, committed text and digest, and the KV."""
+
+    def __init__(self, messages: tuple[ChatMessage, ...], prompt_text: str, lm_ctx: LMContext) -> None:
+        self.prompt_text = prompt_text
+        self.text = ""  # appended text committed so far
+        self.digest = TranscriptDigest((m.role, m.content) for m in messages)
+        self.lm_ctx = lm_ctx
+        self._text_bytes = len(prompt_text.encode("utf-8"))
+
+    @property
+    def nbytes(self) -> int:
+        """KV bytes + text bytes + token ids (8 bytes each, as the int64s they become)."""
+        return self.lm_ctx.nbytes + self._text_bytes + 8 * self.lm_ctx.length
+
+    def view(self) -> TranscriptView:
+        return self.digest.view()
+
+    def commit(self, appended: str) -> None:
+        digest = self.digest.copy()
+        digest.extend(appended)
+        self.text, self.digest = self.text + appended, digest
+        self._text_bytes += len(appended.encode("utf-8"))
+
+
+class Engine:
+    """Serves StepRequests for one model; thread-safe (one call runs at a time)."""
+
+    def __init__(self, lm: CausalLM, config: EngineConfig | None = None, *, clock: Clock = time.monotonic):
+        self.lm = lm
+        self.config = config or EngineConfig()
+        self.store: ContextStore[ServerContext] = ContextStore(
+            StoreLimits(self.config.cache_budget_bytes, self.config.idle_ttl_s)
+        )
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._mismatches: Counter[str] = Counter()
+        self._tokens: Counter[str] = Counter()
+
+    @classmethod
+    def load(cls, model_dir: Path | str, config: EngineConfig | None = None,
+             session: SessionConfig | None = None) -> Engine:
+        """Load an exported model folder (see `CausalLM.load` for the errors)."""
+        return cls(CausalLM.load(model_dir, session), config)
+
+    def handle_bytes(self, data: bytes, *, received_s: float | None = None,
+                     is_cancelled: CancelCheck | None = None) -> bytes:
+        """Serialized StepRequest -> serialized StepReply; InvalidRequest when it is not acceptable."""
+        reply = self.handle(parse_request(data), received_s=received_s, is_cancelled=is_cancelled)
+        return reply.SerializeToString()
+
+    def handle(self, request: pb.StepRequest, *, received_s: float | None = None,
+               is_cancelled: CancelCheck | None = None) -> pb.StepReply:
+        """Run one call. `received_s` (engine clock) lets the wait for the engine count as queue time.
+
+        Raises InvalidRequest for a request the service refuses, RequestCancelled when
+        `is_cancelled` turns true mid-call. Neither changes any committed state.
+        """
+        call = validate(request)
+        with self._lock:
+            started = self._clock()
+            queue_s = max(0.0, started - received_s) if received_s is not None else 0.0
+            self.store.expire(started)
+            if call.action == pb.CLOSE:
+                return self._close(call)
+            entry = self._resolve(call, started)
+            if isinstance(entry, pb.ContextMismatch):
+                return pb.StepReply(mismatch=entry)
+            full_text = entry.prompt_text + entry.text + call.new_text
+            room = self._room_after(full_text, call)
+            try:
+                result = self._run(call, entry, full_text, room, is_cancelled)
+            except InvalidRequest:
+                raise  # refused before the KV was touched
+            except BaseException:
+                entry.lm_ctx.reset()  # a half-run KV is dropped rather than trusted
+                raise
+            finally:
+                self.store.settle(call.key)
+            if call.create:
+                self.store.put(call.key, entry, started)
+            result.timings.queue_s = queue_s
+            result.timings.compute_s = self._clock() - started
+            return pb.StepReply(result=result)
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            return EngineStats(
+                store=self.store.stats(), mismatches=dict(self._mismatches),
+                reused_tokens=self._tokens["reused"], prefill_tokens=self._tokens["prefill"],
+                decode_tokens=self._tokens["decode"],
+            )
+
+    def _close(self, call: Call) -> pb.StepReply:
+        self.store.remove(call.key)
+        return pb.StepReply(result=pb.StepResult(stop_reason=pb.ABSORBED, state=pb.TranscriptState()))
+
+    def _resolve(self, call: Call, now_s: float) -> ServerContext | pb.ContextMismatch:
+        """The context to work on: a new one (create) or the stored one if the client's view matches."""
+        if call.create:
+            return self._new_context(call)
+        entry = self.store.get(call.key, now_s)
+        if entry is None:
+            return self._mismatch(pb.ContextMismatch.UNKNOWN_CONTEXT, None,
+                                  "no such context for this credential: resend it with create=true")
+        held = entry.view()
+        if call.base.length_bytes != held.length_bytes:
+            return self._mismatch(pb.ContextMismatch.LENGTH_MISMATCH, held,
+                                  f"server holds {held.length_bytes} bytes, the client "
+                                  f"said {call.base.length_bytes}: resend it with create=true")
+        if call.base.digest != held.digest:
+            return self._mismatch(pb.ContextMismatch.DIGEST_MISMATCH, held,
+                                  "same length, different text: resend it with create=true")
+        return entry
+
+    def _mismatch(self, kind: int, held: TranscriptView | None, detail: str) -> pb.ContextMismatch:
+        self._mismatches[pb.ContextMismatch.Kind.Name(kind)] += 1
+        state = pb.TranscriptState(length_bytes=held.length_bytes, digest=held.digest) if held else None
+        return pb.ContextMismatch(kind=kind, server_state=state, detail=detail)
+
+    def _new_context(self, call: Call) -> ServerContext:
+        try:
+            prompt = self.lm.tokenizer.render_prompt(list(call.messages))
+        except GlimpError as exc:
+            raise InvalidRequest(f"the prompt messages do not fit the model's chat template: {exc}") from exc
+        # Re-creating a context under the same id keeps its KV: the resend shares the prompt prefix.
+        old = self.store.peek(call.key)
+        return ServerContext(call.messages, prompt, old.lm_ctx if old is not None else LMContext(self.lm))
+
+    def _run(self, call: Call, entry: ServerContext, full_text: str, room: int,
+             is_cancelled: CancelCheck | None) -> pb.StepResult:
+        if call.action == pb.SCORE:
+            return self._score(call, entry, full_text)
+        timings = pb.ServerTimings()
+        t0 = self._clock()
+        synced = entry.lm_ctx.sync(full_text)
+        timings.prefill_s = self._clock() - t0
+        timings.reused_tokens, timings.prefill_tokens = synced.reused_tokens, synced.prefill_tokens
+        self._count(reused=synced.reused_tokens, prefill=synced.prefill_tokens)
+        result = pb.StepResult(stop_reason=pb.ABSORBED)
+        if call.writes:
+            gen = decode_until(entry.lm_ctx, call.sampling, self._stops(call, room), make_rng(call.sampling),
+                               on_text=_cancel_guard(is_cancelled, self._clock))
+            result.text, result.stop_reason = gen.text, _STOP_REASONS[gen.stop_reason]
+            result.stop_string = gen.stop_string or ""
+            timings.decode_tokens, timings.decode_s = gen.num_tokens, gen.decode_s
+            self._count(decode=gen.num_tokens)
+        entry.commit(call.new_text + result.text)
+        result.timings.CopyFrom(timings)
+        result.state.CopyFrom(_state(entry.view()))
+        return result
+
+    def _score(self, call: Call, entry: ServerContext, full_text: str) -> pb.StepResult:
+        t0 = self._clock()
+        try:
+            score = score_tail(entry.lm_ctx, full_text, call.score_chars)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from exc
+        self._count(reused=score.reused_tokens, prefill=score.prefill_tokens)
+        timings = pb.ServerTimings(reused_tokens=score.reused_tokens, prefill_tokens=score.prefill_tokens,
+                                   prefill_s=self._clock() - t0)
+        return pb.StepResult(stop_reason=pb.ABSORBED, state=_state(entry.view()), timings=timings,
+                             mean_logprob=score.mean_logprob, scored_tokens=score.scored_tokens)
+
+    def _room_after(self, full_text: str, call: Call) -> int:
+        """Tokens the model's window leaves after `full_text`; InvalidRequest when it does not fit."""
+        window = self.lm.manifest.max_context_tokens
+        used = len(self.lm.tokenizer.encode(full_text))
+        needed = used + (1 if call.writes else 0)
+        if needed > window:
+            raise InvalidRequest(
+                f"the context would hold {used} tokens, but the model's window is {window} tokens"
+                + (" and a write needs room for at least one more" if call.writes else "")
+                + ": start a new context with a shorter transcript"
+            )
+        return window - used
+
+    def _stops(self, call: Call, room: int) -> StopCriteria:
+        stops = call.stop_strings
+        if call.action == pb.WRITE_STEP:
+            stops = (self.lm.manifest.step_delimiter, *stops)
+        # At the end of the window a write stops early (reported as MAX_TOKENS).
+        return StopCriteria(tuple(dict.fromkeys(stops)), max_tokens=min(call.max_tokens, room))
+
+    def _count(self, **amounts: int) -> None:
+        self._tokens.update(amounts)
+
+
+def _state(view: TranscriptView) -> pb.TranscriptState:
+    return pb.TranscriptState(length_bytes=view.length_bytes, digest=view.digest)
+
+
+def _cancel_guard(is_cancelled: CancelCheck | None, clock: Clock) -> Callable[[str], None] | None:
+    """An `on_text` callback that aborts the decode once the client has cancelled."""
+    if is_cancelled is None:
+        return None
+    last = [clock()]
+
+    def check(_: str) -> None:
+        now = clock()
+        if now - last[0] >= _CANCEL_POLL_S:
+            last[0] = now
+            if is_cancelled():
+                raise RequestCancelled("the client cancelled the call; nothing was committed")
+
+    return check

@@ -1,0 +1,16 @@
+"""Errors of the cloud service: a request it refuses, a server that would not start."""
+
+from __future__ import annotations
+
+from onnx_lm.errors import BadInputError, GlimpError
+
+
+class InvalidRequest(BadInputError):
+    """A StepRequest the service refuses (malformed, out of range): Triton's INVALID_ARG."""
+
+
+class ServerStartError(GlimpError):
+    """The Triton server did not start or did not become ready; the message holds its log tail."""
+
+
+__all__ = ["GlimpError", "InvalidRequest", "ServerStartError"]

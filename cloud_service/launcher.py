@@ -1,0 +1,307 @@
+"""`TritonServer`: the real `tritonserver` binary (shipped in `nvidia-pytriton`) on a model repository.
+
+Used by `glimp serve`, the tests and the benchmark alike. Starting it directly takes what
+`notes/triton.md` found: a backend directory of our own (symlinks to PyTriton's python backend
+plus a *copy* of the stub for this interpreter), `LD_LIBRARY_PATH` with the wheel's bundled
+libraries and this interpreter's libpython, and this environment's `bin/` first on `PATH`
+(the stub runs Python isolated and takes its prefix from the first `python3` there).
+
+Ready means a real tiny inference succeeded, not just health. Stopping sends SIGTERM, then
+SIGKILL to the server's process group after a timeout, and removes its shared-memory files.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from cloud_service.errors import ServerStartError
+from cloud_service.probe import ProbeError, ProbeTarget, probe_once
+from cloud_service.security import ADMIN_HEADER, TLSFiles, check_token, new_token
+from onnx_lm.errors import BadInputError
+from protos.contract import AUTH_HEADER, MODEL_NAME
+
+log = logging.getLogger(__name__)
+
+# Every gRPC protocol that changes or reveals server state: guarded by a per-launch admin token
+# the edge never gets (with explicit model control an open repository API could unload the model).
+ADMIN_PROTOCOLS = "model-repository,model-config,statistics,trace,logging,shared-memory"
+SHM_DIR = Path("/dev/shm")
+_LOG_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How to run one tritonserver."""
+
+    repository: Path  # a model repository holding `glimp_llm` (see repository.py)
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    host: str = "127.0.0.1"  # address gRPC and metrics listen on ("0.0.0.0" for every interface)
+    token: str | None = field(default=None, repr=False)  # shared edge token; None: inference is open
+    tls: TLSFiles | None = None  # set: gRPC over TLS
+    tls_server_name: str | None = None  # the name in the certificate, when it is not `host`
+    shm_prefix: str = field(default_factory=lambda: f"glimp_{secrets.token_hex(6)}_")
+    startup_timeout_s: float = 180.0  # from launch to the first successful inference
+    probe_timeout_s: float = 30.0  # deadline of each readiness call
+    stop_timeout_s: float = 20.0  # SIGTERM grace before SIGKILL
+    log_file: Path | None = None  # server log; None: a temporary file removed at stop
+    python_bin: Path = field(default_factory=lambda: Path(sys.prefix) / "bin")  # env the stub imports from
+
+    def __post_init__(self) -> None:
+        for name in ("grpc_port", "metrics_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise BadInputError(f"{name} must be in 1..65535, got {getattr(self, name)}")
+        if self.grpc_port == self.metrics_port:
+            raise BadInputError(f"gRPC and metrics ports must differ (both {self.grpc_port})")
+        if self.token is not None:
+            check_token(self.token)
+        if not (Path(self.repository) / MODEL_NAME / "config.pbtxt").is_file():
+            raise BadInputError(f"{self.repository} holds no {MODEL_NAME}/config.pbtxt; build it with "
+                                "cloud_service.repository.build_repository")
+        if not (self.python_bin / "python3").exists():
+            raise BadInputError(f"{self.python_bin} has no python3: the stub could not import the engine")
+        if min(self.startup_timeout_s, self.probe_timeout_s, self.stop_timeout_s) <= 0:
+            raise BadInputError("timeouts must be positive")
+
+    @property
+    def grpc_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"{host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.metrics_port}/metrics"
+
+
+def pick_free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def pytriton_dir() -> Path:
+    """`site-packages/pytriton/tritonserver`; ServerStartError when nvidia-pytriton is missing."""
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise ServerStartError(
+            "the tritonserver binary comes with nvidia-pytriton: pip install 'glimprouter[cloud]'"
+        ) from exc
+    return Path(pytriton.__file__).resolve().parent / "tritonserver"
+
+
+class TritonServer:
+    """A running tritonserver; a context manager (`with TritonServer(config) as server: ...`)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.admin_token = new_token()  # per launch; never leaves this process
+        self.ready_s: float | None = None  # launch to first successful inference
+        self._process: subprocess.Popen[bytes] | None = None
+        self._work_dir: Path | None = None
+        self._log_path: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    @property
+    def grpc_url(self) -> str:
+        return self.config.grpc_url
+
+    @property
+    def metrics_url(self) -> str:
+        return self.config.metrics_url
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._log_path
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> float:
+        """Launch and wait until a real inference succeeds; return the seconds it took.
+
+        Raises ServerStartError (with the server's log tail) when it exits or is not ready in time.
+        """
+        if self._process is not None:
+            raise ServerStartError("this server is already started")
+        started = time.perf_counter()
+        self._work_dir = Path(tempfile.mkdtemp(prefix="glimp_triton_"))
+        self._log_path = self.config.log_file or self._work_dir / "tritonserver.log"
+        backends = _prepare_backends(self._work_dir / "backends")
+        log_handle = open(self._log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self._process = subprocess.Popen(
+                self._command(backends), stdout=log_handle, stderr=subprocess.STDOUT,
+                env=self._environment(), start_new_session=True,  # own process group: stubs included
+            )
+        finally:
+            log_handle.close()
+        log.info("tritonserver pid %d starting on %s", self._process.pid, self.grpc_url)
+        try:
+            self._wait_ready(started)
+        except BaseException:
+            self.stop()
+            raise
+        self.ready_s = time.perf_counter() - started
+        return self.ready_s
+
+    def probe(self, timeout_s: float | None = None) -> float:
+        """One real tiny inference now; return its seconds. Raises ProbeError."""
+        return probe_once(self._probe_target(), timeout_s or self.config.probe_timeout_s)
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """Wait for the server to exit by itself; its exit code, or None on timeout."""
+        if self._process is None:
+            return None
+        try:
+            return self._process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after `stop_timeout_s`; remove shm files and the work dir. Idempotent."""
+        code = None
+        if self._process is not None:
+            code = _terminate(self._process, self.config.stop_timeout_s)
+            log.info("tritonserver pid %d stopped (exit %s)", self._process.pid, code)
+            self._process = None
+        removed = remove_shm_files(self.config.shm_prefix)
+        if removed:
+            log.info("removed %d shared-memory files left by the server", removed)
+        if self._work_dir is not None:
+            if self.config.log_file is None and self._log_path is not None and code not in (0, None):
+                log.warning("tritonserver exited with %s; last log lines:\n%s", code, self.log_tail())
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            self._work_dir = None
+        return code
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        if self._log_path is None or not self._log_path.is_file():
+            return ""
+        text = self._log_path.read_text(encoding="utf-8", errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _command(self, backends: Path) -> list[str]:
+        cfg = self.config
+        command = [
+            str(pytriton_dir() / "bin" / "tritonserver"),
+            f"--model-repository={Path(cfg.repository).resolve()}",
+            f"--backend-directory={backends}",
+            "--model-control-mode=explicit", f"--load-model={MODEL_NAME}",
+            "--disable-auto-complete-config", "--strict-readiness=true",
+            "--allow-http=false", f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
+            f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
+            f"--exit-timeout-secs={max(1, int(cfg.stop_timeout_s) - 2)}",
+            f"--backend-config=python,shm-region-prefix-name={cfg.shm_prefix}",
+            f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_token}",
+        ]
+        if cfg.token is not None:
+            command.append(f"--grpc-restricted-protocol=inference:{AUTH_HEADER}={cfg.token}")
+        if cfg.tls is not None:
+            command += ["--grpc-use-ssl=true", f"--grpc-server-cert={cfg.tls.cert}",
+                        f"--grpc-server-key={cfg.tls.key}"]
+        return command
+
+    def _environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        bundled = pytriton_dir().parent.parent / "nvidia_pytriton.libs"
+        libs = [str(bundled), str(sysconfig.get_config_var("LIBDIR"))]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [p for p in [env.get("LD_LIBRARY_PATH")] if p])
+        env["PATH"] = os.pathsep.join([str(self.config.python_bin), env.get("PATH", "")])
+        return env
+
+    def _probe_target(self) -> ProbeTarget:
+        cfg = self.config
+        return ProbeTarget(cfg.grpc_url, cfg.token, cfg.tls.cert if cfg.tls else None, cfg.tls_server_name)
+
+    def _wait_ready(self, started: float) -> None:
+        deadline = started + self.config.startup_timeout_s
+        last_error = "no attempt yet"
+        while time.perf_counter() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise ServerStartError(
+                    f"tritonserver exited with code {self._process.returncode} before it was ready; "
+                    f"its log ends:\n{self.log_tail()}"
+                )
+            try:
+                self.probe(min(self.config.probe_timeout_s, max(0.5, deadline - time.perf_counter())))
+                return
+            except ProbeError as exc:
+                last_error = str(exc)
+                time.sleep(0.2)
+        raise ServerStartError(
+            f"tritonserver was not ready after {self.config.startup_timeout_s:.0f} s (last probe: "
+            f"{last_error}); its log ends:\n{self.log_tail()}"
+        )
+
+
+def _prepare_backends(backends: Path) -> Path:
+    """<backends>/python: PyTriton's backend library and utils (symlinked) and a copy of the stub."""
+    source = pytriton_dir()
+    python_dir = backends / "python"
+    python_dir.mkdir(parents=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        (python_dir / name).symlink_to(source / "backends" / "python" / name)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = source / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerStartError(f"nvidia-pytriton ships no python-backend stub for Python {version}")
+    # A copy, not a symlink: the backend looks for the stub beside its own library.
+    shutil.copy2(stub, python_dir / "triton_python_backend_stub")
+    return backends
+
+
+def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("tritonserver pid %d ignored SIGTERM for %.0f s: killing it", process.pid, timeout_s)
+            # Not reaped yet, so the group id is still ours: the stubs share it and go too.
+            os.killpg(process.pid, signal.SIGKILL)
+    try:
+        return process.wait(5.0)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def remove_shm_files(prefix: str) -> int:
+    """Delete /dev/shm files a server with this shm-region prefix left behind; return how many."""
+    if not prefix or not SHM_DIR.is_dir():
+        return 0
+    removed = 0
+    for path in SHM_DIR.glob(f"{prefix}*"):
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
