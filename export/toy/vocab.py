@@ -5,6 +5,7 @@ Both models share it, so the pair has one tokenizer fingerprint.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from tokenizers import Tokenizer
 from export.char_tokenizer import build_char_tokenizer, save_hf_tokenizer
 from export.toy.task import ALPHABET
 from onnx_lm.errors import BadInputError
+
+logger = logging.getLogger(__name__)
 
 EOS_TOKEN = "<eos>"
 PAD_TOKEN = "<pad>"
@@ -28,10 +31,22 @@ def toy_tokenizer() -> Tokenizer:
 
 
 def save_toy_tokenizer(out_dir: Path) -> None:
-    """Write tokenizer.json + tokenizer_config.json + special_tokens_map.json into `out_dir`."""
-    save_hf_tokenizer(
-        toy_tokenizer(), out_dir, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, model_max_length=MODEL_MAX_LENGTH
-    )
+    """Write tokenizer.json + tokenizer_config.json + special_tokens_map.json into `out_dir`.
+
+    Under a `transformers` whose tokenizer API differs from the pinned one (a GPU machine's own
+    stack, say), only tokenizer.json is written and a warning says so: training and the torch
+    evaluation need no more, and the checkpoint is completed when it is re-saved under the
+    pinned version (`glimp toy build` does that).
+    """
+    tokenizer = toy_tokenizer()
+    try:
+        save_hf_tokenizer(
+            tokenizer, out_dir, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, model_max_length=MODEL_MAX_LENGTH
+        )
+    except (ImportError, TypeError, AttributeError, ValueError) as exc:
+        logger.warning("transformers could not save the tokenizer (%s); wrote tokenizer.json only", exc)
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        tokenizer.save(str(Path(out_dir) / "tokenizer.json"))
 
 
 @dataclass(frozen=True)
