@@ -1,0 +1,79 @@
+"""Exporting tiny real-architecture checkpoints: folder contents, manifest, parity figures."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from export.hf_export import ExportOptions, export_checkpoint
+from export.tiny import EOS_TOKEN, make_tiny_checkpoint
+from onnx_lm import CausalLM
+from onnx_lm.manifest import Manifest
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen3_dir", "tiny_llama_dir"])
+def test_fp32_export_passes_parity(fixture: str, request: pytest.FixtureRequest) -> None:
+    figures = Manifest.load(request.getfixturevalue(fixture)).parity["model"]
+    assert figures["passed"] is True
+    assert figures["max_abs_logit_diff"] <= figures["tolerance"] == 1e-3
+    assert figures["greedy_matched"] == figures["greedy_steps"] == 32
+
+
+def test_manifest_describes_the_checkpoint(tiny_qwen3_dir: Path, tiny_qwen3_checkpoint: Path) -> None:
+    manifest = Manifest.load(tiny_qwen3_dir)
+    config = json.loads((tiny_qwen3_checkpoint / "config.json").read_text())
+    tokenizer = json.loads((tiny_qwen3_dir / "tokenizer.json").read_text())
+    eos_id = next(t["id"] for t in tokenizer["added_tokens"] if t["content"] == EOS_TOKEN)
+
+    assert (manifest.architecture, manifest.vocab_size) == ("qwen3", config["vocab_size"])
+    assert (manifest.kv.num_layers, manifest.kv.num_kv_heads, manifest.kv.head_dim) == (2, 2, 32)
+    assert manifest.kv.dtype == manifest.dtype == "float32"
+    assert manifest.max_context_tokens == config["max_position_embeddings"]
+    assert manifest.eos_token_ids == (eos_id,)
+    assert manifest.step_delimiter == "\n\n" and manifest.think_end == "</think>"
+    assert manifest.special_tokens["eos_token"] == EOS_TOKEN
+    assert "<|im_start|>assistant\\n<think>\\n" in (manifest.chat_template or "")
+    fingerprint = hashlib.sha256((tiny_qwen3_dir / "tokenizer.json").read_bytes()).hexdigest()
+    assert manifest.tokenizer_fingerprint == fingerprint
+    assert {"optimum", "optimum-onnx", "transformers", "torch", "onnx"} <= set(manifest.export_tools)
+    assert manifest.quantization is None and manifest.role == "any"
+    for name in ("model.onnx", "tokenizer.json", "tokenizer_config.json", "manifest.json"):
+        assert (tiny_qwen3_dir / name).is_file(), name
+
+
+def test_the_runtime_loads_the_export(tiny_llama_dir: Path) -> None:
+    lm = CausalLM.load(tiny_llama_dir, None)
+    cache = lm.new_cache()
+    logits = lm.prefill(cache, lm.tokenizer.encode("2+2=4\n\n"))
+    assert logits.shape == (Manifest.load(tiny_llama_dir).vocab_size,)
+
+
+def test_qwen2_family_exports(tmp_path: Path) -> None:
+    checkpoint = make_tiny_checkpoint("qwen2", tmp_path / "ckpt", seed=1)
+    manifest = export_checkpoint(checkpoint, tmp_path / "onnx")
+    assert manifest.architecture == "qwen2"
+    assert manifest.parity["model"]["passed"] is True
+
+
+def test_int8_reports_its_cost(tiny_qwen3_checkpoint: Path, tiny_qwen3_dir: Path, tmp_path: Path) -> None:
+    manifest = export_checkpoint(tiny_qwen3_checkpoint, tmp_path / "int8", ExportOptions(quantize_int8=True))
+    int8, fp32 = manifest.parity["model"], manifest.parity["float32_export"]
+    assert manifest.quantization == "int8-dynamic" and int8["precision"] == "int8"
+    assert fp32["passed"] is True
+    # The cost is measured and reported, not enforced: the figures must exist and be sane.
+    assert int8["tolerance"] is None and int8["passed"] is True
+    assert int8["max_abs_logit_diff"] > fp32["max_abs_logit_diff"]
+    assert 0 <= int8["greedy_matched"] <= int8["top1_agreed"] <= 32
+    assert (tmp_path / "int8" / "model.onnx").stat().st_size < (tiny_qwen3_dir / "model.onnx").stat().st_size
+
+
+def test_fp16_halves_the_kv_cache(tiny_llama_checkpoint: Path, tmp_path: Path) -> None:
+    manifest = export_checkpoint(tiny_llama_checkpoint, tmp_path / "fp16", ExportOptions(dtype="float16"))
+    assert manifest.dtype == manifest.kv.dtype == "float16"
+    assert manifest.kv.bytes_per_token() == 2 * 2 * 2 * 32 * 2
+    figures = manifest.parity["model"]
+    assert figures["precision"] == "float16" and figures["passed"] is True
+    assert figures["max_abs_logit_diff"] <= figures["tolerance"]
