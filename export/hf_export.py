@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 DEFAULT_STEP_DELIMITER = "\n\n"  # the paper's blank line between reasoning steps
+DEFAULT_THINK_START = "<think>"
 DEFAULT_THINK_END = "</think>"
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -218,14 +219,18 @@ def _convert(onnx_path: Path, options: ExportOptions) -> None:
     """Replace the fp32 `onnx_path` by its fp16 or int8 version, if the options ask for one."""
     if not _converts(options):
         return
-    staged = onnx_path.with_name("converted.onnx")
+    # Written under the final file name in a subfolder: an external data file is referenced by
+    # name from inside the graph, so the graph must never be renamed after it is saved.
+    staging = onnx_path.parent / "converted"
+    staging.mkdir()
     if options.quantize_int8:
-        quantize.quantize_int8(onnx_path, staged)
+        quantize.quantize_int8(onnx_path, staging / onnx_path.name)
     else:
-        quantize.convert_fp16(onnx_path, staged)
+        quantize.convert_fp16(onnx_path, staging / onnx_path.name)
     quantize.remove_onnx(onnx_path)
-    for path in onnx_path.parent.glob("converted.onnx*"):
-        path.rename(path.with_name(path.name.replace("converted.onnx", ONNX_FILE)))
+    for path in staging.iterdir():
+        path.rename(onnx_path.parent / path.name)
+    staging.rmdir()
 
 
 def _publish(tmp_dir: Path, out_dir: Path, force: bool) -> None:
@@ -283,9 +288,9 @@ def _tokenizer_info(folder: Path) -> dict[str, Any]:
 
     tok = AutoTokenizer.from_pretrained(str(folder))
     special = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
-    if tok.convert_tokens_to_ids(DEFAULT_THINK_END) not in (None, tok.unk_token_id):
-        special.setdefault("think_start", "<think>")
-        special.setdefault("think_end", DEFAULT_THINK_END)
+    for name, token in (("think_start", DEFAULT_THINK_START), ("think_end", DEFAULT_THINK_END)):
+        if tok.convert_tokens_to_ids(token) not in (None, tok.unk_token_id):
+            special.setdefault(name, token)
     template = tok.chat_template if isinstance(tok.chat_template, str) else None
     return {
         "special_tokens": special,

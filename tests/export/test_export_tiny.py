@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from export import quantize
 from export.hf_export import ExportOptions, export_checkpoint
 from export.tiny import EOS_TOKEN, make_tiny_checkpoint
 from onnx_lm import CausalLM
@@ -77,3 +78,15 @@ def test_fp16_halves_the_kv_cache(tiny_llama_checkpoint: Path, tmp_path: Path) -
     figures = manifest.parity["model"]
     assert figures["precision"] == "float16" and figures["passed"] is True
     assert figures["max_abs_logit_diff"] <= figures["tolerance"]
+
+
+def test_external_data_survives_conversion(
+    tiny_llama_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Big models keep weights in a file beside model.onnx; force that path on a tiny one.
+    monkeypatch.setattr(quantize, "_EXTERNAL_DATA_THRESHOLD_BYTES", 0)
+    out = tmp_path / "int8"
+    export_checkpoint(tiny_llama_checkpoint, out, ExportOptions(quantize_int8=True))
+    assert (out / "model.onnx.data").is_file() and not list(out.glob("converted*"))
+    lm = CausalLM.load(out)
+    assert lm.prefill(lm.new_cache(), [5, 6, 7]).shape == (lm.manifest.vocab_size,)
