@@ -1,1 +1,70 @@
-"""Device runtime: the ONNX SLM, the GlimpRouter step loop, routing policies, the cloud link."""
+"""Device runtime: the ONNX SLM, the GlimpRouter step loop, routing policies, the cloud link.
+
+Python API (the same power as `glimp run`)::
+
+    from edge_client import EdgeRouter, EntropyThreshold, InProcessLLM, RouterConfig, StepSettings
+
+    router = EdgeRouter.from_folders(
+        "models/toy-pair/slm",
+        llm=InProcessLLM.load("models/toy-pair/llm"),  # or TritonLLM(...) for the cloud
+        config=RouterConfig(policy=EntropyThreshold(tau=0.9), steps=StepSettings(seed=0)),
+    )
+    result = router.answer("12+7*3-5")
+    print(result.answer, f"{result.totals.cloud_steps}/{result.totals.steps} steps by the LLM")
+    trace_json = result.to_json()  # per step: writer, entropy, tokens, bytes, time split
+
+Only the cloud link needs `tritonclient`; it is imported when `TritonLLM` is first used, so
+`import edge_client` works on a device without it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edge_client.calibrate import Calibration, calibrate
+from edge_client.config import RouterConfig, StepSettings
+from edge_client.console import StreamPrinter, render_summary
+from edge_client.errors import (
+    CloudError,
+    CloudRejectedError,
+    CloudUnavailableError,
+    ContextMismatchError,
+    NotAuthorizedError,
+)
+from edge_client.in_process_llm import InProcessLLM
+from edge_client.llm_backend import LLMBackend, LLMConversation
+from edge_client.loop import EdgeRouter
+from edge_client.policies import (
+    AlwaysCloud,
+    AlwaysLocal,
+    EntropyThreshold,
+    RandomShare,
+    RoutingPolicy,
+    StepAverageEntropy,
+    TargetShare,
+    VerifyByScore,
+    make_policy,
+)
+from edge_client.trace import AnswerRecord, Event, RunResult, StepRecord, Totals
+
+if TYPE_CHECKING:
+    from edge_client.cloud_link import TritonLLM  # noqa: F401 - for type checkers only
+
+
+def __getattr__(name: str) -> Any:
+    # The gRPC link pulls in tritonclient: load it only when asked for.
+    if name == "TritonLLM":
+        from edge_client.cloud_link import TritonLLM  # noqa: F401 - for type checkers only
+
+        return TritonLLM
+    raise AttributeError(f"module 'edge_client' has no attribute {name!r}")
+
+
+# TritonLLM is left out of __all__ so that `import *` does not pull in tritonclient.
+__all__ = [
+    "AlwaysCloud", "AlwaysLocal", "AnswerRecord", "Calibration", "CloudError", "CloudRejectedError",
+    "CloudUnavailableError", "ContextMismatchError", "EdgeRouter", "EntropyThreshold", "Event",
+    "InProcessLLM", "LLMBackend", "LLMConversation", "NotAuthorizedError", "RandomShare", "RouterConfig",
+    "RoutingPolicy", "RunResult", "StepAverageEntropy", "StepRecord", "StepSettings", "StreamPrinter",
+    "TargetShare", "Totals", "VerifyByScore", "calibrate", "make_policy", "render_summary",
+]

@@ -1,0 +1,79 @@
+"""Rendering a run for a terminal: the reasoning as it is written, then a summary.
+
+Each step is headed by who wrote it and its first-token entropy, e.g. `[edge H=0.12]`,
+`[cloud H=1.43]`, `[degraded H=1.10]` (the cloud was unreachable, the SLM wrote it).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from edge_client.trace import (
+    AnswerFinished,
+    AnswerStarted,
+    Event,
+    RunResult,
+    StepFinished,
+    StepStarted,
+    TextWritten,
+    Timing,
+)
+
+
+class StreamPrinter:
+    """An `on_event` callback that writes the reasoning to a text stream as it arrives."""
+
+    def __init__(self, out: TextIO | None = None) -> None:
+        self.out = out or sys.stdout
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StepStarted):
+            self._write(f"[{event.writer} H={event.entropy_nats:.2f}] ")
+        elif isinstance(event, TextWritten):
+            self._write(event.text)
+        elif isinstance(event, StepFinished):
+            self._write("\n")
+        elif isinstance(event, AnswerStarted):
+            self._write(f"[answer by {event.writer}] ")
+        elif isinstance(event, AnswerFinished):
+            self._write("\n")
+
+    def _write(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+
+def format_bytes(size: int) -> str:
+    """1536 -> '1.5 KiB'."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024 or unit == "MiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def render_summary(result: RunResult) -> str:
+    """A few lines: steps and tokens by side, bytes each way, where the time went."""
+    t = result.totals
+    lines = [
+        f"policy: {result.policy}; thinking ended: {result.thinking_stop}; answer by {result.answer_writer}",
+        f"steps: {t.steps} (edge {t.edge_steps}, cloud {t.cloud_steps}, degraded {t.degraded_steps}; "
+        f"{t.cloud_share:.0%} to the cloud)",
+        f"tokens: SLM {t.slm_tokens} (wasted {t.wasted_tokens}), LLM {t.llm_tokens}, "
+        f"answer {t.answer_tokens}",
+        f"bytes: up {format_bytes(t.traffic.bytes_up)}, down {format_bytes(t.traffic.bytes_down)} "
+        f"in {t.traffic.calls} calls (resync {format_bytes(t.traffic.resync_bytes_up)})",
+        _time_line(t.timing),
+        "providers: " + ", ".join(f"{side} {name}" for side, name in result.providers.items()),
+    ]
+    return "\n".join(lines)
+
+
+def _time_line(timing: Timing) -> str:
+    return (
+        f"time: edge compute {timing.edge_compute_s:.2f} s, network {timing.network_s:.2f} s, "
+        f"cloud queue {timing.cloud_queue_s:.2f} s, cloud compute {timing.cloud_compute_s:.2f} s; "
+        f"wall {timing.wall_s:.2f} s"
+    )

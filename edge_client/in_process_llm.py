@@ -1,0 +1,121 @@
+"""`InProcessLLM`: the LLM backend over an ONNX model in this process.
+
+For tests and for a no-network baseline: the same loop, the same interface as the Triton link,
+with no bytes on the wire. Each conversation keeps its own KV cache, re-synced to the transcript
+it is handed by longest-common-prefix reuse, as the cloud does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest
+from onnx_lm import CausalLM, ChatMessage, LMContext, SessionConfig, StopCriteria, decode_until, make_rng
+from onnx_lm.errors import BadInputError
+from onnx_lm.manifest import Manifest
+from onnx_lm.sampling import log_softmax
+
+# Decoding streams of the in-process LLM; the loop's SLM uses stream 0 of the same seed.
+_LLM_STREAM = 1
+
+
+def check_role(folder: Path | str, wanted: str) -> Manifest:
+    """Read a folder's manifest and refuse one made for the other side (before loading weights)."""
+    manifest = Manifest.load(Path(folder))
+    if manifest.role not in (wanted, "any"):
+        side = {"slm": "small model on the edge", "llm": "large model"}[wanted]
+        raise BadInputError(
+            f"{folder} holds a model made for the {manifest.role.upper()} side (manifest role "
+            f"{manifest.role!r}), but it was given as the {side}; swap the two folders"
+        )
+    return manifest
+
+
+class InProcessLLM:
+    """Opens conversations with an ONNX LLM loaded in this process."""
+
+    name = "in-process"
+
+    def __init__(self, lm: CausalLM) -> None:
+        self.lm = lm
+
+    @classmethod
+    def load(cls, folder: Path | str, config: SessionConfig | None = None) -> InProcessLLM:
+        """Load an LLM folder; BadInputError if its manifest says it is an SLM."""
+        check_role(folder, "llm")
+        return cls(CausalLM.load(folder, config))
+
+    @property
+    def provider(self) -> str:
+        return self.lm.provider.name
+
+    def open(self, messages: Sequence[ChatMessage]) -> InProcessConversation:
+        return InProcessConversation(self.lm, self.lm.tokenizer.render_prompt(messages))
+
+
+class InProcessConversation:
+    """One question's context with the in-process LLM."""
+
+    def __init__(self, lm: CausalLM, prompt: str) -> None:
+        self.lm = lm
+        self.prompt = prompt
+        self.ctx = LMContext(lm)
+        self._rng: np.random.Generator | None = None
+
+    def call(self, request: LLMRequest) -> LLMReply:
+        started = time.perf_counter()
+        stats = self.ctx.sync(self.prompt + request.transcript)
+        if request.action == LLMAction.ABSORB:
+            reply = LLMReply("", "absorbed", None, CallCost())
+        elif request.action == LLMAction.SCORE:
+            score = self._score(request.transcript, request.candidate)
+            reply = LLMReply("", "scored", None, CallCost(), mean_logprob=score)
+        else:
+            reply = self._write(request)
+        elapsed_s = time.perf_counter() - started
+        cost = CallCost(
+            round_trip_s=elapsed_s, compute_s=elapsed_s, prefill_tokens=stats.prefill_tokens,
+            decode_tokens=reply.cost.decode_tokens,
+        )
+        return LLMReply(reply.text, reply.stop_reason, reply.stop_string, cost, reply.mean_logprob)
+
+    def close(self) -> None:
+        self.ctx.reset()
+
+    def _write(self, request: LLMRequest) -> LLMReply:
+        if self._rng is None:  # one stream per conversation: reproducible under a seed
+            self._rng = make_rng(request.sampling, _LLM_STREAM)
+        room = self.lm.manifest.max_context_tokens - self.ctx.length
+        if room < 1:
+            return LLMReply("", "max_tokens", None, CallCost())
+        stop = StopCriteria(tuple(request.stop_strings), min(request.max_tokens, room))
+        gen = decode_until(self.ctx, request.sampling, stop, self._rng)
+        cost = CallCost(decode_tokens=gen.num_tokens)
+        return LLMReply(gen.text, gen.stop_reason.value, gen.stop_string, cost)
+
+    def _score(self, transcript: str, candidate: str) -> float:
+        """Mean log-probability per token of `candidate` right after the synced transcript."""
+        held = list(self.ctx.token_ids)
+        full = self.lm.tokenizer.encode(self.prompt + transcript + candidate)
+        if not candidate or len(full) <= len(held):
+            return 0.0
+        if full[: len(held)] != held:
+            # The candidate merged with the last token: score it from a scratch cache.
+            rows = self.lm.forward(self.lm.new_cache(), full[:-1])
+            return _mean_logprob(rows[len(held) - 1 :], full[len(held) :])
+        first = self.ctx.next_logits[None, :]
+        rest = full[len(held) : -1]
+        rows = self.lm.forward(self.ctx.cache, rest) if rest else first[:0]
+        # Score without keeping the candidate: the context must hold only the transcript.
+        self.ctx.cache.truncate(len(held))
+        return _mean_logprob(np.concatenate([first, rows]), full[len(held) :])
+
+
+def _mean_logprob(rows: np.ndarray, token_ids: Sequence[int]) -> float:
+    """Mean over positions of log p(token_ids[i] | rows[i])."""
+    values = [float(log_softmax(row)[token]) for row, token in zip(rows, token_ids, strict=True)]
+    return float(np.mean(values))

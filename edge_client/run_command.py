@@ -1,0 +1,171 @@
+"""`glimp run`: answer one question, streaming each step marked by who wrote it, then a summary.
+
+Every flag has an environment twin (shown in --help). Bad input (an empty question, a bad tau or
+share, a model folder for the wrong side, a question longer than the SLM's context) is reported
+before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import os
+import sys
+from pathlib import Path
+
+from edge_client.calibrate import Calibration
+from edge_client.config import ANSWER_WRITERS, RouterConfig, StepSettings
+from edge_client.console import StreamPrinter, render_summary
+from edge_client.in_process_llm import InProcessLLM, check_role
+from edge_client.llm_backend import LLMBackend
+from edge_client.loop import EdgeRouter, check_prompt_fits, prompt_messages
+from edge_client.policies import POLICY_NAMES, make_policy
+from onnx_lm import SessionConfig, TextCodec
+from onnx_lm.errors import BadInputError
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def add_model_flags(parser: argparse.ArgumentParser) -> None:
+    """--slm and --providers (shared with `glimp calibrate`)."""
+    parser.add_argument("--slm", default=_env("GLIMP_SLM"), help="exported SLM folder (env GLIMP_SLM)")
+    parser.add_argument("--providers", default=_env("GLIMP_PROVIDERS", "auto"),
+                        help="execution providers: auto, cpu, cuda, tensorrt (env GLIMP_PROVIDERS)")
+
+
+def add_step_flags(parser: argparse.ArgumentParser) -> None:
+    """Sampling and budget flags (shared with `glimp calibrate`); defaults follow the paper."""
+    defaults = StepSettings()
+    parser.add_argument("--temperature", type=float,
+                        default=_env("GLIMP_TEMPERATURE", str(defaults.temperature)),
+                        help="sampling temperature of steps and answer (env GLIMP_TEMPERATURE)")
+    parser.add_argument("--top-p", type=float, default=_env("GLIMP_TOP_P", str(defaults.top_p)),
+                        help="nucleus sampling mass (env GLIMP_TOP_P)")
+    parser.add_argument("--max-step-tokens", type=int,
+                        default=_env("GLIMP_MAX_STEP_TOKENS", str(defaults.max_step_tokens)),
+                        help="tokens per step at most (env GLIMP_MAX_STEP_TOKENS)")
+    parser.add_argument("--budget", type=int, default=_env("GLIMP_BUDGET", str(defaults.budget_tokens)),
+                        help="thinking ends once the steps hold this many tokens (env GLIMP_BUDGET)")
+    parser.add_argument("--answer-max-tokens", type=int,
+                        default=_env("GLIMP_ANSWER_MAX_TOKENS", str(defaults.answer_max_tokens)),
+                        help="tokens of the final answer at most (env GLIMP_ANSWER_MAX_TOKENS)")
+    parser.add_argument("--seed", type=int, default=_env("GLIMP_SEED"),
+                        help="seed for reproducible sampling (env GLIMP_SEED; default: random)")
+    parser.add_argument("--delimiter", default=_env("GLIMP_DELIMITER"),
+                        help="step delimiter, backslash escapes allowed, e.g. '\\n\\n' "
+                             "(env GLIMP_DELIMITER; default: the SLM manifest's)")
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("question", nargs="?", default=_env("GLIMP_QUESTION"),
+                        help="the question to answer (env GLIMP_QUESTION)")
+    add_model_flags(parser)
+    link = parser.add_argument_group("the large model (one of)")
+    link.add_argument("--llm-url", default=_env("GLIMP_LLM_URL"),
+                      help="Triton gRPC address HOST:PORT of the cloud LLM (env GLIMP_LLM_URL)")
+    link.add_argument("--token-file", default=_env("GLIMP_EDGE_TOKEN_FILE"),
+                      help="file holding the edge token (env GLIMP_EDGE_TOKEN_FILE; or the token "
+                           "itself in GLIMP_EDGE_TOKEN)")
+    link.add_argument("--tls-ca", default=_env("GLIMP_TLS_CA"),
+                      help="CA certificate (PEM) to verify the server's TLS certificate (env GLIMP_TLS_CA)")
+    link.add_argument("--llm-timeout-s", type=float, default=_env("GLIMP_LLM_TIMEOUT_S", "60"),
+                      help="deadline of every cloud call, seconds (env GLIMP_LLM_TIMEOUT_S)")
+    link.add_argument("--llm-local", default=_env("GLIMP_LLM_LOCAL"),
+                      help="exported LLM folder run in this process, no network (env GLIMP_LLM_LOCAL)")
+    routing = parser.add_argument_group("routing")
+    routing.add_argument("--policy", choices=POLICY_NAMES, default=_env("GLIMP_POLICY", "threshold"),
+                         help="who writes each step (env GLIMP_POLICY)")
+    routing.add_argument("--tau", type=float, default=_env("GLIMP_TAU", "0.9"),
+                         help="entropy threshold in nats, threshold and step-average (env GLIMP_TAU)")
+    routing.add_argument("--share", type=float, default=_env("GLIMP_SHARE"),
+                         help="share of steps for the LLM, share and random policies (env GLIMP_SHARE)")
+    routing.add_argument("--calibration", default=_env("GLIMP_CALIBRATION"),
+                         help="file written by `glimp calibrate`, share policy (env GLIMP_CALIBRATION)")
+    routing.add_argument("--score-threshold", type=float, default=_env("GLIMP_SCORE_THRESHOLD", "-1.0"),
+                         help="verify policy: rewrite a draft whose mean LLM log-prob per token is "
+                              "below this (env GLIMP_SCORE_THRESHOLD)")
+    routing.add_argument("--answer-by", choices=ANSWER_WRITERS, default=_env("GLIMP_ANSWER_BY", "llm"),
+                         help="who writes the final answer (env GLIMP_ANSWER_BY)")
+    add_step_flags(parser)
+    parser.add_argument("--json", dest="json_path", default=_env("GLIMP_TRACE_JSON"),
+                        help="write the per-step trace as JSON to this file (env GLIMP_TRACE_JSON)")
+
+
+def step_settings(args: argparse.Namespace) -> StepSettings:
+    return StepSettings(
+        temperature=args.temperature, top_p=args.top_p, max_step_tokens=args.max_step_tokens,
+        budget_tokens=args.budget, answer_max_tokens=args.answer_max_tokens, seed=args.seed,
+    )
+
+
+def delimiter(args: argparse.Namespace) -> str | None:
+    """The --delimiter flag with backslash escapes decoded ("\\n\\n" -> two newlines)."""
+    return codecs.decode(args.delimiter, "unicode_escape") if args.delimiter else None
+
+
+def router_config(args: argparse.Namespace) -> RouterConfig:
+    calibration = Calibration.load(args.calibration) if args.calibration else None
+    if calibration is not None and args.slm:
+        calibration.check_slm(args.slm)
+    policy = make_policy(args.policy, tau=args.tau, share=args.share, calibration=calibration,
+                         score_threshold=args.score_threshold, seed=args.seed or 0)
+    return RouterConfig(policy=policy, steps=step_settings(args), answer_by=args.answer_by,
+                        delimiter=delimiter(args))
+
+
+def check_inputs(args: argparse.Namespace, config: RouterConfig) -> None:
+    """Everything that can be checked without loading a model."""
+    if not args.slm:
+        raise BadInputError("no SLM folder: give --slm DIR (or GLIMP_SLM)")
+    if args.llm_url and args.llm_local:
+        raise BadInputError("give either --llm-url (the cloud) or --llm-local (in process), not both")
+    if config.needs_llm and not (args.llm_url or args.llm_local):
+        raise BadInputError(
+            f"policy {args.policy!r} with --answer-by {args.answer_by} needs the large model: give --llm-url "
+            "HOST:PORT or --llm-local DIR (or use --policy local --answer-by slm)"
+        )
+    manifest = check_role(args.slm, "slm")
+    if args.llm_local:
+        check_role(args.llm_local, "llm")
+    check_prompt_fits(TextCodec.load(Path(args.slm), manifest), prompt_messages(args.question))
+
+
+def edge_token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        path = Path(args.token_file)
+        if not path.is_file():
+            raise BadInputError(f"token file {path} does not exist")
+        return path.read_text(encoding="utf-8").strip()
+    return os.environ.get("GLIMP_EDGE_TOKEN") or None
+
+
+def llm_backend(args: argparse.Namespace, session: SessionConfig) -> LLMBackend | None:
+    if args.llm_local:
+        return InProcessLLM.load(args.llm_local, session)
+    if args.llm_url:
+        from edge_client.cloud_link import CloudLinkConfig, TritonLLM
+
+        tls_ca = Path(args.tls_ca) if args.tls_ca else None
+        config = CloudLinkConfig(args.llm_url, token=edge_token(args), timeout_s=args.llm_timeout_s,
+                                 tls_root_cert=tls_ca)
+        return TritonLLM(config)
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    prompt_messages(args.question)  # an empty question fails first
+    config = router_config(args)
+    check_inputs(args, config)
+    session = SessionConfig(providers=args.providers)
+    router = EdgeRouter.from_folders(args.slm, llm_backend(args, session) if config.needs_llm else None,
+                                     config, session)
+    result = router.answer(args.question, on_event=StreamPrinter(sys.stdout))
+    print()
+    print(f"answer: {result.answer.strip()}")
+    print(render_summary(result))
+    if args.json_path:
+        Path(args.json_path).write_text(result.to_json(), encoding="utf-8")
+        print(f"trace: {args.json_path}")
+    return 0
