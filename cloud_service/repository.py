@@ -80,6 +80,8 @@ def build_repository(model_dir: Path | str, repository: Path | str,
         (target / MODEL_SUBDIR).symlink_to(model_dir, target_is_directory=True)
     else:
         shutil.copytree(model_dir, target / MODEL_SUBDIR)
+        # Exports are written through mkdtemp (mode 0700): a container's server user must read them.
+        (target / MODEL_SUBDIR).chmod(0o755)
     log.info("model repository for %s written to %s", model_dir, repository)
     return repository
 

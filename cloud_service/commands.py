@@ -1,0 +1,179 @@
+"""`glimp serve MODEL_DIR`: the exported LLM on a local Triton server (the real `tritonserver` binary).
+
+Builds the model repository, starts the server, waits until a real tiny inference succeeds,
+prints the gRPC and metrics endpoints and the time to ready, and stops cleanly on Ctrl-C or
+SIGTERM (shared-memory files removed). `--build-only` writes a self-contained repository and
+prints the equivalent command for NVIDIA's Triton container instead of starting anything.
+Every flag has an environment twin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+
+from cloud_service.launcher import ADMIN_PROTOCOLS, ServerConfig, TritonServer
+from cloud_service.repository import RepositorySettings, build_repository
+from cloud_service.security import ADMIN_HEADER, TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_token
+from onnx_lm.errors import BadInputError
+from protos.contract import AUTH_HEADER, MODEL_NAME
+
+PRODUCTION_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-py3"  # CUDA 13, as onnxruntime-gpu 1.31 needs
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _optional_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("model_dir", type=Path, nargs="?", default=_optional_path("GLIMP_SERVE_MODEL_DIR"),
+                        help="exported LLM folder (from `glimp export`) (env GLIMP_SERVE_MODEL_DIR)")
+    parser.add_argument("--host", default=env("GLIMP_SERVE_HOST", "127.0.0.1"),
+                        help="address to listen on; 0.0.0.0 for every interface (env GLIMP_SERVE_HOST)")
+    parser.add_argument("--grpc-port", type=int, default=int(env("GLIMP_GRPC_PORT", "8001")),
+                        help="gRPC port (env GLIMP_GRPC_PORT)")
+    parser.add_argument("--metrics-port", type=int, default=int(env("GLIMP_METRICS_PORT", "8002")),
+                        help="Prometheus metrics port (env GLIMP_METRICS_PORT)")
+    parser.add_argument("--token-file", type=Path, default=_optional_path(TOKEN_FILE_ENV),
+                        help=f"file holding the shared edge token (env {TOKEN_FILE_ENV}; or the token "
+                        f"itself in {TOKEN_ENV})")
+    parser.add_argument("--insecure-no-token", action="store_true", default=_flag("GLIMP_INSECURE_NO_TOKEN"),
+                        help="serve without an edge token: anyone reaching the port can use the model "
+                        "(env GLIMP_INSECURE_NO_TOKEN)")
+    parser.add_argument("--tls-cert", type=Path, default=_optional_path("GLIMP_TLS_CERT"),
+                        help="PEM certificate: serve gRPC over TLS (env GLIMP_TLS_CERT)")
+    parser.add_argument("--tls-key", type=Path, default=_optional_path("GLIMP_TLS_KEY"),
+                        help="PEM private key of --tls-cert (env GLIMP_TLS_KEY)")
+    parser.add_argument("--cache-budget-mb", type=float, default=float(env("GLIMP_CACHE_BUDGET_MB", "2048")),
+                        help="context cache budget, KV + text, MiB (env GLIMP_CACHE_BUDGET_MB)")
+    parser.add_argument("--idle-ttl-s", type=float, default=float(env("GLIMP_IDLE_TTL_S", "900")),
+                        help="drop a context unused this long, seconds (env GLIMP_IDLE_TTL_S)")
+    parser.add_argument("--providers", default=env("GLIMP_PROVIDERS", "auto"),
+                        help="ONNX Runtime providers: auto, or comma-separated cpu,cuda,tensorrt "
+                        "(env GLIMP_PROVIDERS)")
+    parser.add_argument("--intra-op-threads", type=int, default=int(env("GLIMP_INTRA_OP_THREADS", "0")),
+                        help="ONNX Runtime threads, 0: its default (env GLIMP_INTRA_OP_THREADS)")
+    parser.add_argument("--repository", type=Path, default=_optional_path("GLIMP_REPOSITORY"),
+                        help="write a self-contained model repository (a copy of the model) here and keep "
+                        "it; default: a temporary one linking the model, removed at exit "
+                        "(env GLIMP_REPOSITORY)")
+    parser.add_argument("--build-only", action="store_true", default=_flag("GLIMP_BUILD_ONLY"),
+                        help="only write --repository and print the command for NVIDIA's Triton container "
+                        "(env GLIMP_BUILD_ONLY)")
+    parser.add_argument("--startup-timeout-s", type=float,
+                        default=float(env("GLIMP_STARTUP_TIMEOUT_S", "300")),
+                        help="give up when not ready after this long (env GLIMP_STARTUP_TIMEOUT_S)")
+    parser.add_argument("--log-file", type=Path, default=_optional_path("GLIMP_SERVER_LOG"),
+                        help="keep the server's log here (env GLIMP_SERVER_LOG)")
+
+
+class _StopRequested(BaseException):
+    """SIGINT/SIGTERM arrived: unwind whatever runs (even a startup wait) and stop the server."""
+
+
+def run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    if args.model_dir is None:
+        raise BadInputError("give the exported LLM folder: glimp serve MODEL_DIR")
+    settings = RepositorySettings(
+        cache_budget_bytes=int(args.cache_budget_mb * (1 << 20)), idle_ttl_s=args.idle_ttl_s,
+        providers=args.providers, intra_op_threads=args.intra_op_threads, link_model=args.repository is None,
+    )
+    if args.build_only:
+        return _build_only(args, settings)
+    token = _token(args)
+    tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert or args.tls_key else None
+    temp_repo = None if args.repository else Path(tempfile.mkdtemp(prefix="glimp_repo_"))
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server: TritonServer | None = None
+    try:
+        repository = build_repository(args.model_dir, args.repository or temp_repo, settings, force=True)
+        server = TritonServer(ServerConfig(
+            repository=repository, grpc_port=args.grpc_port, metrics_port=args.metrics_port, host=args.host,
+            token=token, tls=tls, startup_timeout_s=args.startup_timeout_s, log_file=args.log_file,
+        ))
+        server.start()
+        _print_ready(server, args, time.perf_counter() - started, token is not None)
+        code = server.wait()
+        print(f"glimp serve: tritonserver exited by itself (code {code}); its log ends:\n{server.log_tail()}")
+        return 1
+    except _StopRequested:
+        print("glimp serve: stopping", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        if server is not None:
+            server.stop()
+        if temp_repo is not None:
+            shutil.rmtree(temp_repo, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _StopRequested(signal.Signals(signum).name)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    token = read_token(args.token_file)
+    if token is None and not args.insecure_no_token:
+        raise BadInputError(
+            f"no edge token: set {TOKEN_ENV} (or {TOKEN_FILE_ENV} / --token-file) to a shared secret the "
+            "edges also get, or pass --insecure-no-token to serve without one (anyone who can reach "
+            "the port could then use the model)"
+        )
+    if token is not None and args.insecure_no_token:
+        raise BadInputError("both a token and --insecure-no-token were given; choose one")
+    return token
+
+
+def _print_ready(server: TritonServer, args: argparse.Namespace, ready_s: float, has_token: bool) -> None:
+    auth = f"token required (metadata triton-grpc-protocol-{AUTH_HEADER})" if has_token else "NO TOKEN: open"
+    tls = "TLS" if args.tls_cert else "plaintext"
+    print(f"glimp serve: {MODEL_NAME} ready in {ready_s:.1f} s (model {args.model_dir})")
+    print(f"  gRPC     {server.grpc_url}  ({tls}, {auth})")
+    print(f"  metrics  {server.metrics_url}")
+    print(f"  log      {server.log_path}")
+    print(f"  shm      /dev/shm/{server.config.shm_prefix}*  (removed at exit)")
+    print("Ctrl-C or SIGTERM stops it.", flush=True)
+
+
+def _build_only(args: argparse.Namespace, settings: RepositorySettings) -> int:
+    if args.repository is None:
+        raise BadInputError("--build-only needs --repository DIR (where to write the repository)")
+    repository = build_repository(args.model_dir, args.repository, settings, force=True).resolve()
+    print(f"glimp serve: model repository written to {repository}")
+    print("Run it in NVIDIA's Triton container (GPU host, token in $GLIMP_EDGE_TOKEN):")
+    print(production_command(repository, args.grpc_port, args.metrics_port))
+    return 0
+
+
+def production_command(repository: Path, grpc_port: int = 8001, metrics_port: int = 8002) -> str:
+    """The `docker run` line that serves the same repository with NVIDIA's Triton container.
+
+    The container's Python gets this project's base install (ONNX Runtime and the contract;
+    its tritonserver replaces nvidia-pytriton's); the project source is mounted at /src.
+    """
+    return (
+        f"docker run --rm --gpus all --shm-size=2g -p {grpc_port}:8001 -p {metrics_port}:8002 \\\n"
+        f"  -v {repository}:/models -v $PWD:/src:ro -v $PWD/certs:/certs:ro -e GLIMP_EDGE_TOKEN \\\n"
+        f"  {PRODUCTION_IMAGE} bash -c 'cp -r /src /tmp/src && pip install --no-cache-dir /tmp/src && \\\n"
+        f"  exec tritonserver --model-repository=/models --model-control-mode=explicit \\\n"
+        f"    --load-model={MODEL_NAME} --allow-http=false \\\n"
+        f"    --grpc-restricted-protocol=inference:{AUTH_HEADER}=$GLIMP_EDGE_TOKEN \\\n"
+        f"    --grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}=$(head -c 24 /dev/urandom | base64 "
+        f"| tr -dc A-Za-z0-9) \\\n"
+        f"    --grpc-use-ssl=true --grpc-server-cert=/certs/server.crt --grpc-server-key=/certs/server.key'"
+    )

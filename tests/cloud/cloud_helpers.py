@@ -1,0 +1,44 @@
+"""Helpers shared by the cloud tests (request builders, shm listing)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
+from cloud_service.repository import RepositorySettings, build_repository
+from cloud_service.security import TLSFiles
+from onnx_lm import ChatMessage
+from protos import edge_cloud_v1_pb2 as pb
+
+MESSAGES = (ChatMessage("system", "Reason step by step."), ChatMessage("user", "hello"))
+CALL_TIMEOUT_S = 30.0
+
+
+def step_request(context_id: str, client_key: bytes, **fields: object) -> pb.StepRequest:
+    """A StepRequest with protocol version 1 and the given fields."""
+    return pb.StepRequest(protocol_version=1, context_id=context_id, client_key=client_key, **fields)  # type: ignore[arg-type]
+
+
+def new_ids() -> tuple[str, bytes]:
+    """A fresh (context id, client key)."""
+    return secrets.token_hex(16), os.urandom(32)
+
+
+def shm_files(prefix: str) -> list[str]:
+    return sorted(p.name for p in Path("/dev/shm").glob(f"{prefix}*"))
+
+
+def start_server(repository: Path, token: str | None, tls: TLSFiles | None = None) -> TritonServer:
+    config = ServerConfig(
+        repository=repository, grpc_port=pick_free_port(), metrics_port=pick_free_port(), token=token,
+        tls=tls, startup_timeout_s=120.0,
+    )
+    server = TritonServer(config)
+    server.start()
+    return server
+
+
+def make_repository(model_dir: Path, folder: Path, **settings: object) -> Path:
+    return build_repository(model_dir, folder, RepositorySettings(link_model=True, **settings))  # type: ignore[arg-type]

@@ -1,0 +1,277 @@
+"""The engine in process, on the tiny Qwen3: contexts, mismatches, commits, SCORE, limits."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cloud_helpers import MESSAGES, new_ids, step_request
+
+from cloud_service.engine import Engine, EngineConfig, RequestCancelled
+from cloud_service.errors import InvalidRequest
+from onnx_lm import CausalLM
+from onnx_lm.context import common_prefix_length
+from onnx_lm.sampling import log_softmax
+from protos import edge_cloud_v1_pb2 as pb
+from protos.contract import TranscriptDigest
+
+PB_MESSAGES = [pb.ChatMessage(role=m.role, content=m.content) for m in MESSAGES]
+
+
+class Clock:
+    """A monotonic clock the test moves; `tick_s` is added on every reading."""
+
+    def __init__(self, tick_s: float = 0.0) -> None:
+        self.now, self.tick_s = 1000.0, tick_s
+
+    def __call__(self) -> float:
+        self.now += self.tick_s
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_qwen3_dir: Path) -> CausalLM:
+    return CausalLM.load(tiny_qwen3_dir)
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture()
+def engine(lm: CausalLM, clock: Clock) -> Engine:
+    return Engine(lm, EngineConfig(cache_budget_bytes=64 << 20, idle_ttl_s=60.0), clock=clock)
+
+
+def create(engine: Engine, ids: tuple[str, bytes], text: str = "", **fields: object) -> pb.StepResult:
+    fields.setdefault("action", pb.WRITE_STEP)
+    fields.setdefault("max_tokens", 8)
+    reply = engine.handle(step_request(*ids, create=True, messages=PB_MESSAGES, new_text=text, **fields))
+    assert reply.WhichOneof("outcome") == "result"
+    return reply.result
+
+
+def follow(engine: Engine, ids: tuple[str, bytes], base: pb.TranscriptState, text: str,
+           **fields: object) -> pb.StepReply:
+    fields.setdefault("action", pb.WRITE_STEP)
+    fields.setdefault("max_tokens", 8)
+    return engine.handle(step_request(*ids, base=base, new_text=text, **fields))
+
+
+def client_digest(*appended: str) -> TranscriptDigest:
+    digest = TranscriptDigest((m.role, m.content) for m in MESSAGES)
+    for text in appended:
+        digest.extend(text)
+    return digest
+
+
+def test_a_continued_context_prefills_only_the_new_text(engine: Engine) -> None:
+    ids = new_ids()
+    first = create(engine, ids, "Let me think.")
+    assert first.timings.reused_tokens == 0 and first.timings.prefill_tokens > 20
+    second = follow(engine, ids, first.state, "\n\nNext:").result
+    new_tokens = len(engine.lm.tokenizer.encode("\n\nNext:"))
+    # The last generated token was never fed (decode stops before feeding it): at most it and a
+    # re-tokenized boundary token come on top of the new text.
+    assert new_tokens <= second.timings.prefill_tokens <= new_tokens + 2
+    assert second.timings.reused_tokens >= first.timings.prefill_tokens - 1
+    expected = client_digest("Let me think." + first.text, "\n\nNext:" + second.text).view()
+    assert (second.state.length_bytes, second.state.digest) == (expected.length_bytes, expected.digest)
+
+
+def test_mismatches_are_typed_and_leave_the_context_usable(engine: Engine) -> None:
+    ids = new_ids()
+    state = create(engine, ids, "Step 1:", action=pb.ABSORB, max_tokens=0).state
+    wrong_length = pb.TranscriptState(length_bytes=state.length_bytes + 1, digest=state.digest)
+    wrong_digest = pb.TranscriptState(length_bytes=state.length_bytes, digest="0" * 64)
+    cases = [
+        (ids, wrong_length, pb.ContextMismatch.LENGTH_MISMATCH),
+        (ids, wrong_digest, pb.ContextMismatch.DIGEST_MISMATCH),
+        (new_ids(), state, pb.ContextMismatch.UNKNOWN_CONTEXT),
+    ]
+    for call_ids, base, kind in cases:
+        reply = follow(engine, call_ids, base, " more")
+        assert reply.WhichOneof("outcome") == "mismatch" and reply.mismatch.kind == kind
+    assert follow(engine, ids, state, " more").WhichOneof("outcome") == "result"
+    assert engine.stats().mismatches == {"LENGTH_MISMATCH": 1, "DIGEST_MISMATCH": 1, "UNKNOWN_CONTEXT": 1}
+
+
+def test_another_credential_cannot_see_or_extend_a_context(engine: Engine) -> None:
+    context_id, owner_key = new_ids()
+    state = create(engine, (context_id, owner_key), "Step 1:").state
+    _, other_key = new_ids()
+    reply = follow(engine, (context_id, other_key), state, " hijack")
+    assert reply.mismatch.kind == pb.ContextMismatch.UNKNOWN_CONTEXT
+    assert not reply.mismatch.server_state.digest  # nothing about the owner's context leaks
+    assert follow(engine, (context_id, owner_key), state, " mine").WhichOneof("outcome") == "result"
+
+
+def test_a_cancelled_call_commits_nothing(lm: CausalLM) -> None:
+    reference = Engine(lm)
+    ids = new_ids()
+    state = create(reference, ids, "", action=pb.ABSORB, max_tokens=0).state
+    expected = follow(reference, ids, state, "", max_tokens=30).result.text
+
+    ticking = Engine(lm, clock=Clock(tick_s=1.0))  # every clock reading is a second later
+    state = create(ticking, ids, "", action=pb.ABSORB, max_tokens=0).state
+    cancelled = step_request(*ids, base=state, action=pb.WRITE_STEP, max_tokens=30)
+    with pytest.raises(RequestCancelled):
+        ticking.handle(cancelled, is_cancelled=lambda: True)
+    retry = follow(ticking, ids, state, "", max_tokens=30)
+    assert retry.WhichOneof("outcome") == "result" and retry.result.text == expected
+
+
+def test_score_matches_a_direct_computation_and_keeps_the_state(engine: Engine, lm: CausalLM) -> None:
+    ids = new_ids()
+    state = create(engine, ids, "Let me think.", action=pb.ABSORB, max_tokens=0).state
+    candidate = " We add 2 and 2."
+    reply = follow(engine, ids, state, "\n\n" + candidate, action=pb.SCORE, max_tokens=0,
+                   score_bytes=len(candidate.encode()))
+    result = reply.result
+    assert (result.state.length_bytes, result.state.digest) == (state.length_bytes, state.digest)
+
+    prompt = lm.tokenizer.render_prompt(list(MESSAGES))
+    full = lm.tokenizer.encode(prompt + "Let me think.\n\n" + candidate)
+    head = lm.tokenizer.encode(prompt + "Let me think.\n\n")
+    first = common_prefix_length(head, full)
+    rows = lm.forward(lm.new_cache(), full)  # rows[i] predicts full[i + 1]
+    expected = np.mean([log_softmax(rows[p - 1])[full[p]] for p in range(first, len(full))])
+    assert result.scored_tokens == len(full) - first
+    assert result.mean_logprob == pytest.approx(expected, abs=1e-4)
+
+    # The KV left behind by scoring must not change what the context writes next.
+    after_score = follow(engine, ids, state, "\n\n", max_tokens=12).result.text
+    fresh = Engine(lm)
+    fresh_state = create(fresh, ids, "Let me think.", action=pb.ABSORB, max_tokens=0).state
+    assert follow(fresh, ids, fresh_state, "\n\n", max_tokens=12).result.text == after_score
+
+
+def test_max_tokens_is_enforced(engine: Engine) -> None:
+    result = create(engine, new_ids(), "", max_tokens=3)
+    assert result.timings.decode_tokens == 3 and result.stop_reason == pb.MAX_TOKENS
+
+
+def test_a_write_stops_at_a_stop_string_which_is_not_committed(engine: Engine) -> None:
+    free = create(engine, new_ids(), "", max_tokens=30)
+    stop = free.text[4]
+    ids = new_ids()
+    result = create(engine, ids, "", max_tokens=30, stop=[stop])
+    assert result.stop_reason == pb.STOP_STRING and result.stop_string == stop
+    assert result.text == free.text[: free.text.index(stop)]
+    assert result.state.length_bytes == len(result.text.encode())
+
+
+def _with_delimiter(model_dir: Path, folder: Path, delimiter: str) -> Path:
+    copy = folder / "llm"
+    shutil.copytree(model_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["step_delimiter"] = delimiter
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_write_step_stops_at_the_step_delimiter_and_write_answer_does_not(
+    engine: Engine, tiny_qwen3_dir: Path, tmp_path: Path
+) -> None:
+    free = create(engine, new_ids(), "", max_tokens=30)
+    delimiter = free.text[6]
+    custom = Engine(CausalLM.load(_with_delimiter(tiny_qwen3_dir, tmp_path, delimiter)))
+    step = create(custom, new_ids(), "", max_tokens=30)
+    assert step.stop_reason == pb.STOP_STRING and step.stop_string == delimiter
+    assert step.text == free.text[: free.text.index(delimiter)]
+    answer = create(custom, new_ids(), "", action=pb.WRITE_ANSWER, max_tokens=30)
+    assert answer.text == free.text and answer.stop_reason == free.stop_reason
+
+
+def test_a_context_past_the_window_is_refused_without_losing_state(engine: Engine) -> None:
+    ids = new_ids()
+    state = create(engine, ids, "Step 1:", action=pb.ABSORB, max_tokens=0).state
+    window = engine.lm.manifest.max_context_tokens
+    with pytest.raises(InvalidRequest, match="window"):
+        follow(engine, ids, state, "x" * window)
+    assert follow(engine, ids, state, " fine").WhichOneof("outcome") == "result"
+
+
+def test_idle_contexts_expire(engine: Engine, clock: Clock) -> None:
+    ids = new_ids()
+    state = create(engine, ids, "Step 1:").state
+    clock.now += 61.0
+    assert follow(engine, ids, state, " late").mismatch.kind == pb.ContextMismatch.UNKNOWN_CONTEXT
+    assert engine.stats().store.evictions["ttl"] == 1
+
+
+def test_the_byte_budget_evicts_the_least_recently_used(lm: CausalLM) -> None:
+    per_context = 60 * lm.manifest.kv.bytes_per_token()  # a bit more than one short context
+    small = Engine(lm, EngineConfig(cache_budget_bytes=2 * per_context, idle_ttl_s=60.0))
+    contexts = [new_ids() for _ in range(4)]
+    for ids in contexts:
+        create(small, ids, "", action=pb.ABSORB, max_tokens=0)
+    stats = small.stats().store
+    assert stats.bytes_held <= 2 * per_context and stats.contexts <= 2
+    assert stats.evictions["budget"] >= 2
+    assert follow(small, contexts[0], pb.TranscriptState(), "").mismatch.kind == (
+        pb.ContextMismatch.UNKNOWN_CONTEXT
+    )
+
+
+def test_close_forgets_the_context(engine: Engine) -> None:
+    ids = new_ids()
+    state = create(engine, ids, "Step 1:").state
+    assert engine.handle(step_request(*ids, action=pb.CLOSE)).result.stop_reason == pb.ABSORBED
+    assert follow(engine, ids, state, "").mismatch.kind == pb.ContextMismatch.UNKNOWN_CONTEXT
+
+
+def test_create_replaces_a_context_and_reuses_its_kv(engine: Engine) -> None:
+    ids = new_ids()
+    create(engine, ids, "Step 1: a long enough first line")
+    again = create(engine, ids, "Step 1: a different line")
+    assert again.timings.reused_tokens > 20  # the prompt's KV was kept
+    assert again.state.length_bytes == len(("Step 1: a different line" + again.text).encode())
+
+
+BadFields = Callable[[tuple[str, bytes]], pb.StepRequest]
+BAD_REQUESTS: list[tuple[str, BadFields, str]] = [
+    ("version", lambda ids: pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1]),
+     "protocol_version"),
+    ("empty id", lambda ids: step_request("", ids[1], action=pb.ABSORB), "context_id is empty"),
+    ("short id", lambda ids: step_request("abc123", ids[1], action=pb.ABSORB), "hex digits"),
+    ("non-hex id", lambda ids: step_request("z" * 32, ids[1], action=pb.ABSORB), "hex digits"),
+    ("short key", lambda ids: step_request(ids[0], b"short", action=pb.ABSORB), "client_key"),
+    ("no action", lambda ids: step_request(*ids), "action"),
+    ("unknown action", lambda ids: step_request(*ids, action=99), "action"),
+    ("max_tokens 0", lambda ids: step_request(*ids, action=pb.WRITE_STEP, max_tokens=0), "max_tokens"),
+    ("max_tokens 1e9", lambda ids: step_request(*ids, action=pb.WRITE_STEP, max_tokens=10**9), "max_tokens"),
+    ("10 MB text", lambda ids: step_request(*ids, action=pb.ABSORB, new_text="a" * 10_000_000), "limit"),
+    ("messages without create", lambda ids: step_request(*ids, action=pb.ABSORB, messages=PB_MESSAGES),
+     "create=true"),
+    ("create without messages", lambda ids: step_request(*ids, action=pb.ABSORB, create=True), "messages"),
+    ("create with a base", lambda ids: step_request(
+        *ids, action=pb.ABSORB, create=True, messages=PB_MESSAGES, base=pb.TranscriptState(length_bytes=3)),
+     "base must be empty"),
+    ("bad role", lambda ids: step_request(
+        *ids, action=pb.ABSORB, create=True, messages=[pb.ChatMessage(role="robot", content="x")]), "role"),
+    ("temperature", lambda ids: step_request(
+        *ids, action=pb.WRITE_STEP, max_tokens=1, sampling=pb.Sampling(temperature=-1)), "temperature"),
+    ("top_p", lambda ids: step_request(
+        *ids, action=pb.WRITE_STEP, max_tokens=1, sampling=pb.Sampling(temperature=1, top_p=1.5)), "top_p"),
+    ("empty stop", lambda ids: step_request(*ids, action=pb.WRITE_STEP, max_tokens=1, stop=[""]), "stop"),
+    ("score_bytes", lambda ids: step_request(*ids, action=pb.SCORE, new_text="abc", score_bytes=4),
+     "score_bytes"),
+]
+
+
+@pytest.mark.parametrize(("name", "make", "fragment"), BAD_REQUESTS, ids=[b[0] for b in BAD_REQUESTS])
+def test_invalid_requests_are_refused_with_a_reason(engine: Engine, name: str, make: BadFields,
+                                                     fragment: str) -> None:
+    with pytest.raises(InvalidRequest, match=fragment):
+        engine.handle(make(new_ids()))
+
+
+def test_undecodable_bytes_are_refused(engine: Engine) -> None:
+    with pytest.raises(InvalidRequest, match="not a serialized"):
+        engine.handle_bytes(b"\xff\xff\xff garbage")
