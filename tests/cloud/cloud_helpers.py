@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import urllib.request
 from pathlib import Path
 
 from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
@@ -42,3 +44,12 @@ def start_server(repository: Path, token: str | None, tls: TLSFiles | None = Non
 
 def make_repository(model_dir: Path, folder: Path, **settings: object) -> Path:
     return build_repository(model_dir, folder, RepositorySettings(link_model=True, **settings))  # type: ignore[arg-type]
+
+
+def metric(metrics_url: str, name: str, labels: str = "") -> float:
+    """Sum of the series of `name` whose labels contain `labels` on a Prometheus page."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    pattern = rf"^{name}\{{[^}}]*{labels}[^}}]*\}} (\S+)$"
+    values = [float(v) for v in re.findall(pattern, text, flags=re.MULTILINE)]
+    assert values, f"{name} {labels} is not on the metrics page"
+    return sum(values)
