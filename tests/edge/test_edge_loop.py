@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from edge_helpers import CPU
 
 from edge_client import (
     AlwaysCloud,
@@ -25,7 +26,6 @@ from edge_client import (
 from edge_client.llm_backend import LLMAction, LLMConversation, LLMReply, LLMRequest
 from edge_client.trace import AnswerStarted, Event, StepFinished, StepStarted, TextWritten
 from onnx_lm import CausalLM, ChatMessage, LMContext, StopCriteria, decode_until, make_rng
-from tests.edge.conftest import CPU
 
 QUESTION = "What is 12+30?"
 
@@ -64,8 +64,12 @@ def count_decode_calls(lm: CausalLM) -> list[int]:
 def stop_tokens(lm: CausalLM, stop: str) -> int:
     """Tokens sampled beyond the step's text for each way a step ends."""
     manifest = lm.manifest
-    return {"delimiter": len(lm.tokenizer.encode(manifest.step_delimiter)), "think_end": 0, "eos": 1,
-            "max_tokens": 0}[stop]
+    return {
+        "delimiter": len(lm.tokenizer.encode(manifest.step_delimiter)),
+        "think_end": 0,
+        "eos": 1,
+        "max_tokens": 0,
+    }[stop]
 
 
 def mixed_seed(router: EdgeRouter) -> int:
@@ -104,15 +108,19 @@ def test_probe_is_kept_on_edge_steps_and_is_the_one_wasted_token_of_a_cloud_step
     assert result.totals.wasted_tokens == len(cloud)
 
 
-def test_always_cloud_costs_the_slm_one_probe_per_step_and_no_generation(slm_dir: Path, llm: InProcessLLM) -> None:
+def test_always_cloud_costs_the_slm_one_probe_per_step_and_no_generation(
+    slm_dir: Path, llm: InProcessLLM
+) -> None:
     router = EdgeRouter.from_folders(slm_dir, llm, RouterConfig(AlwaysCloud(), settings()), CPU)
     decodes = count_decode_calls(router.slm)
     rng = CountingRng(2)
     result = router.answer(QUESTION, rng=rng)
     assert result.totals.cloud_steps == result.totals.steps >= 1
     assert rng.draws == result.totals.steps and decodes[0] == 0
-    assert result.answer_writer == "cloud" and result.totals.llm_tokens == sum(
-        s.llm_tokens for s in result.steps) + result.answer_record.tokens
+    assert (
+        result.answer_writer == "cloud"
+        and result.totals.llm_tokens == sum(s.llm_tokens for s in result.steps) + result.answer_record.tokens
+    )
     assert result.thinking_stop in ("budget", "think_end", "eos", "repeat")
     assert all(s.timing.cloud_compute_s > 0 and s.llm_prefill_tokens > 0 for s in result.steps)
 
@@ -122,7 +130,9 @@ def test_a_local_step_is_what_the_slm_writes_on_its_own(slm: CausalLM, llm: InPr
     result = EdgeRouter(slm, llm, RouterConfig(AlwaysLocal(), greedy, answer_by="slm")).answer(QUESTION)
     ctx = LMContext(slm)
     ctx.sync(slm.tokenizer.render_prompt([ChatMessage("user", QUESTION)]))
-    alone = decode_until(ctx, greedy.sampling, StopCriteria(("\n\n", "</think>"), 12), make_rng(greedy.sampling))
+    alone = decode_until(
+        ctx, greedy.sampling, StopCriteria(("\n\n", "</think>"), 12), make_rng(greedy.sampling)
+    )
     assert result.steps[0].text.removesuffix("</think>") == alone.text
     assert result.steps[0].decision == "edge" and result.totals.llm_tokens == 0
 
@@ -149,8 +159,9 @@ def test_thinking_ends_at_the_marker_eos_or_a_repeat(
 
 
 def test_thinking_ends_at_the_token_budget(forced: Callable[[str, str], Path], llm: InProcessLLM) -> None:
-    router = EdgeRouter.from_folders(forced("slm", "a"), llm,
-                                     RouterConfig(AlwaysLocal(), settings(budget_tokens=7)), CPU)
+    router = EdgeRouter.from_folders(
+        forced("slm", "a"), llm, RouterConfig(AlwaysLocal(), settings(budget_tokens=7)), CPU
+    )
     result = router.answer(QUESTION)
     assert result.thinking_stop == "budget"
     assert [s.text for s in result.steps] == ["a" * 7]  # the last step is cut to the budget left
@@ -161,18 +172,22 @@ def test_a_full_slm_context_ends_thinking_without_overflowing(
     forced: Callable[[str, str], Path], llm: InProcessLLM
 ) -> None:
     long_steps = settings(max_step_tokens=2000, budget_tokens=8192, answer_max_tokens=2048)
-    router = EdgeRouter.from_folders(forced("slm", "a"), llm, RouterConfig(AlwaysLocal(), long_steps,
-                                                                           answer_by="slm"), CPU)
+    router = EdgeRouter.from_folders(
+        forced("slm", "a"), llm, RouterConfig(AlwaysLocal(), long_steps, answer_by="slm"), CPU
+    )
     result = router.answer(QUESTION)
     assert result.thinking_stop == "context"
-    prompt_tokens = len(router.slm.tokenizer.encode(router.slm.tokenizer.render_prompt(
-        [ChatMessage("user", QUESTION)])))
+    prompt_tokens = len(
+        router.slm.tokenizer.encode(router.slm.tokenizer.render_prompt([ChatMessage("user", QUESTION)]))
+    )
     used = prompt_tokens + len(router.slm.tokenizer.encode(result.transcript))
     assert used <= router.slm.manifest.max_context_tokens
     assert result.answer_record.stop == "context"
 
 
-def test_a_cloud_step_can_end_thinking_with_the_marker(forced: Callable[[str, str], Path], slm_dir: Path) -> None:
+def test_a_cloud_step_can_end_thinking_with_the_marker(
+    forced: Callable[[str, str], Path], slm_dir: Path
+) -> None:
     llm = InProcessLLM.load(forced("llm", "</think>"), CPU)
     router = EdgeRouter.from_folders(slm_dir, llm, RouterConfig(AlwaysCloud(), settings()), CPU)
     result = router.answer(QUESTION)
@@ -196,14 +211,17 @@ def test_transcript_stream_and_trace_agree(slm_dir: Path, llm: InProcessLLM) -> 
     assert texts == [s.text for s in result.steps] + [result.answer]
     assert [e.record for e in events if isinstance(e, StepFinished)] == list(result.steps)
     assert [(e.writer, e.entropy_nats) for e in events if isinstance(e, StepStarted)] == [
-        (s.writer, s.entropy_nats) for s in result.steps]
+        (s.writer, s.entropy_nats) for s in result.steps
+    ]
     closing = "" if result.thinking_stop == "think_end" else "\n\n</think>"
     assert result.transcript == "\n\n".join(s.text for s in result.steps) + closing + result.answer
     totals = result.totals
     assert totals.steps == totals.edge_steps + totals.cloud_steps + totals.degraded_steps
     assert totals.timing.wall_s >= totals.timing.edge_compute_s
-    assert all(s.timing.wall_s > 0 and 0 <= s.entropy_nats <= np.log(router.slm.manifest.vocab_size) + 1e-6
-               for s in result.steps)
+    assert all(
+        s.timing.wall_s > 0 and 0 <= s.entropy_nats <= np.log(router.slm.manifest.vocab_size) + 1e-6
+        for s in result.steps
+    )
 
 
 def test_same_seed_same_run(slm_dir: Path, llm: InProcessLLM) -> None:
@@ -225,7 +243,9 @@ def test_answer_by_slm_and_thinking_only(slm: CausalLM) -> None:
 
 
 def test_step_average_accepts_or_rewrites_whole_drafts(slm_dir: Path, llm: InProcessLLM) -> None:
-    rewrite_all = EdgeRouter.from_folders(slm_dir, llm, RouterConfig(StepAverageEntropy(0.0), settings()), CPU)
+    rewrite_all = EdgeRouter.from_folders(
+        slm_dir, llm, RouterConfig(StepAverageEntropy(0.0), settings()), CPU
+    )
     result = rewrite_all.answer(QUESTION)
     assert {s.decision for s in result.steps} == {"draft:rewrite"}
     assert all(s.writer == "cloud" and s.wasted_tokens == s.slm_tokens > 0 for s in result.steps)
@@ -281,7 +301,9 @@ def test_unreachable_cloud_steps_and_answer_are_written_by_the_slm(slm_dir: Path
         return None
 
     faulty = FaultyLLM(llm, every_other_step_and_the_answer)
-    router = EdgeRouter.from_folders(slm_dir, faulty, RouterConfig(AlwaysCloud(), settings(budget_tokens=60)), CPU)
+    router = EdgeRouter.from_folders(
+        slm_dir, faulty, RouterConfig(AlwaysCloud(), settings(budget_tokens=60)), CPU
+    )
     rng = CountingRng(4)
     result = router.answer(QUESTION, rng=rng)
     writers = [s.writer for s in result.steps]
@@ -299,8 +321,9 @@ def test_unreachable_cloud_while_judging_keeps_the_draft(slm_dir: Path, llm: InP
     def no_scores(request: LLMRequest, n: int) -> Exception | None:
         return CloudUnavailableError("connection refused") if request.action == LLMAction.SCORE else None
 
-    router = EdgeRouter.from_folders(slm_dir, FaultyLLM(llm, no_scores),
-                                     RouterConfig(VerifyByScore(-1.0), settings()), CPU)
+    router = EdgeRouter.from_folders(
+        slm_dir, FaultyLLM(llm, no_scores), RouterConfig(VerifyByScore(-1.0), settings()), CPU
+    )
     result = router.answer(QUESTION)
     assert {(s.writer, s.decision) for s in result.steps} == {("degraded", "draft:accept")}
     assert result.answer_writer == "cloud"
@@ -310,6 +333,8 @@ def test_a_refused_token_is_not_hidden(slm_dir: Path, llm: InProcessLLM) -> None
     def refuse(request: LLMRequest, n: int) -> Exception | None:
         return NotAuthorizedError("the cloud rejected the edge token: fix GLIMP_EDGE_TOKEN")
 
-    router = EdgeRouter.from_folders(slm_dir, FaultyLLM(llm, refuse), RouterConfig(AlwaysCloud(), settings()), CPU)
+    router = EdgeRouter.from_folders(
+        slm_dir, FaultyLLM(llm, refuse), RouterConfig(AlwaysCloud(), settings()), CPU
+    )
     with pytest.raises(NotAuthorizedError, match="GLIMP_EDGE_TOKEN"):
         router.answer(QUESTION)

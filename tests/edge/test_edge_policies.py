@@ -40,7 +40,11 @@ def test_threshold_routes_at_or_above_tau_to_the_cloud() -> None:
     assert policy.before_step(probe(0.89)).route == Route.EDGE
     assert policy.before_step(probe(0.9)).route == Route.CLOUD  # `>=`, as the official code
     decision = policy.before_step(probe(2.5))
-    assert (decision.route, decision.signal, decision.signal_name) == (Route.CLOUD, 2.5, "first_token_entropy")
+    assert (decision.route, decision.signal, decision.signal_name) == (
+        Route.CLOUD,
+        2.5,
+        "first_token_entropy",
+    )
 
 
 def test_paper_default_tau_is_0_9() -> None:
@@ -131,9 +135,9 @@ def test_target_share_takes_tau_from_the_calibration() -> None:
 def test_make_policy_builds_each_cli_name_and_explains_what_is_missing() -> None:
     cal = calibration([0.1, 0.2, 0.3, 0.4])
     assert make_policy("threshold", tau=1.2) == EntropyThreshold(1.2)
-    assert isinstance(make_policy("share", calibration=cal), TargetShare)
-    assert make_policy("share", calibration=cal).share == cal.target_share
-    assert make_policy("random", share=0.4, seed=3).share == 0.4
+    assert make_policy("share", calibration=cal) == TargetShare(cal.target_share, cal)
+    assert make_policy("share", share=0.5, calibration=cal) == TargetShare(0.5, cal)
+    assert make_policy("random", share=0.4, seed=3) == RandomShare(0.4, 3)
     assert make_policy("local") == AlwaysLocal() and make_policy("cloud") == AlwaysCloud()
     assert make_policy("step-average", tau=0.5) == StepAverageEntropy(0.5)
     assert make_policy("verify", score_threshold=-2.0) == VerifyByScore(-2.0)

@@ -64,6 +64,8 @@ def test_absorb_only_takes_in_the_transcript(llm: InProcessLLM) -> None:
 
 def test_a_full_context_writes_nothing(llm_dir: Path, llm: InProcessLLM) -> None:
     conversation = llm.open(MESSAGES)
-    room = llm.lm.manifest.max_context_tokens - len(llm.lm.tokenizer.encode(llm.lm.tokenizer.render_prompt(MESSAGES)))
+    room = llm.lm.manifest.max_context_tokens - len(
+        llm.lm.tokenizer.encode(llm.lm.tokenizer.render_prompt(MESSAGES))
+    )
     reply = write(conversation, "a" * room, max_tokens=50)
     assert (reply.text, reply.stop_reason) == ("", "max_tokens")

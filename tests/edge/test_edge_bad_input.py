@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from edge_helpers import CPU, set_manifest
 
 from edge_client import AlwaysLocal, EdgeRouter, InProcessLLM, RouterConfig, StepSettings
 from onnx_lm import CausalLM
 from onnx_lm.errors import BadInputError, ModelContractError
-from tests.edge.conftest import CPU, set_manifest
 
 
 def forward_calls(lm: CausalLM) -> list[int]:
@@ -50,7 +50,9 @@ def test_question_longer_than_the_context(router: EdgeRouter) -> None:
 
 def test_slm_folder_made_for_the_llm_side(slm_dir: Path, tmp_path: Path) -> None:
     wrong = set_manifest(Path(shutil.copytree(slm_dir, tmp_path / "big")), role="llm")
-    with pytest.raises(BadInputError, match=r"big holds a model made for the LLM side .*given as the small model"):
+    with pytest.raises(
+        BadInputError, match=r"big holds a model made for the LLM side .*given as the small model"
+    ):
         EdgeRouter.from_folders(wrong, None, RouterConfig(AlwaysLocal(), answer_by="slm"))
 
 
@@ -76,9 +78,12 @@ def test_a_policy_that_needs_the_llm_without_one(slm_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"temperature": -1.0}, "temperature"), ({"temperature": math.nan}, "temperature"),
-        ({"top_p": 0.0}, "top_p"), ({"max_step_tokens": 0}, "max_step_tokens"),
-        ({"budget_tokens": 2.5}, "budget_tokens"), ({"seed": "x"}, "seed"),
+        ({"temperature": -1.0}, "temperature"),
+        ({"temperature": math.nan}, "temperature"),
+        ({"top_p": 0.0}, "top_p"),
+        ({"max_step_tokens": 0}, "max_step_tokens"),
+        ({"budget_tokens": 2.5}, "budget_tokens"),
+        ({"seed": "x"}, "seed"),
     ],
 )
 def test_step_settings_are_validated(overrides: dict[str, Any], match: str) -> None:

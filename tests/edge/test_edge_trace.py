@@ -26,20 +26,55 @@ from edge_client.trace import (
 
 
 def step(index: int, writer: str, slm: int, llm: int, wasted: int, up: int = 0, down: int = 0) -> StepRecord:
-    timing = Timing(edge_compute_s=0.1, network_s=0.2 if writer == "cloud" else 0.0,
-                    cloud_queue_s=0.01 if writer == "cloud" else 0.0,
-                    cloud_compute_s=0.3 if writer == "cloud" else 0.0, wall_s=0.6)
+    timing = Timing(
+        edge_compute_s=0.1,
+        network_s=0.2 if writer == "cloud" else 0.0,
+        cloud_queue_s=0.01 if writer == "cloud" else 0.0,
+        cloud_compute_s=0.3 if writer == "cloud" else 0.0,
+        wall_s=0.6,
+    )
     traffic = Traffic(up, down, 0, 0.0, 1 if writer == "cloud" else 0)
-    return StepRecord(index, writer, 0.5 + index, writer, "first_token_entropy", 0.5 + index, f"step {index}",
-                      "delimiter", slm, llm, wasted, 3, 5 if writer == "cloud" else 0, timing, traffic)
+    return StepRecord(
+        index,
+        writer,
+        0.5 + index,
+        writer,
+        "first_token_entropy",
+        0.5 + index,
+        f"step {index}",
+        "delimiter",
+        slm,
+        llm,
+        wasted,
+        3,
+        5 if writer == "cloud" else 0,
+        timing,
+        traffic,
+    )
 
 
 def result() -> RunResult:
-    steps = (step(0, "edge", 7, 0, 0), step(1, "cloud", 1, 9, 1, up=300, down=2000), step(2, "degraded", 4, 0, 0))
-    answer = AnswerRecord("cloud", "42", "eos", 3, Timing(0.0, 0.05, 0.0, 0.1, 0.2), Traffic(100, 150, 0, 0.0, 1))
+    steps = (
+        step(0, "edge", 7, 0, 0),
+        step(1, "cloud", 1, 9, 1, up=300, down=2000),
+        step(2, "degraded", 4, 0, 0),
+    )
+    answer = AnswerRecord(
+        "cloud", "42", "eos", 3, Timing(0.0, 0.05, 0.0, 0.1, 0.2), Traffic(100, 150, 0, 0.0, 1)
+    )
     totals = Totals.of(steps, answer, wall_s=2.5)
-    return RunResult("q?", "42", "cloud", "think_end", "step 0\n\nstep 1\n\nstep 2</think>42", steps, answer,
-                     totals, "threshold (tau 0.9 nats)", {"slm": "CPUExecutionProvider", "llm": "triton"})
+    return RunResult(
+        "q?",
+        "42",
+        "cloud",
+        "think_end",
+        "step 0\n\nstep 1\n\nstep 2</think>42",
+        steps,
+        answer,
+        totals,
+        "threshold (tau 0.9 nats)",
+        {"slm": "CPUExecutionProvider", "llm": "triton"},
+    )
 
 
 def test_totals_add_up_by_side() -> None:
@@ -62,8 +97,10 @@ def test_step_tokens_count_the_writers_tokens() -> None:
 
 
 def test_costs_split_into_network_queue_and_compute() -> None:
-    costs = [CallCost(bytes_up=10, bytes_down=20, round_trip_s=1.0, queue_s=0.1, compute_s=0.6),
-             CallCost(bytes_up=5, round_trip_s=0.5, compute_s=0.5, resync_bytes_up=4, resync_s=0.2)]
+    costs = [
+        CallCost(bytes_up=10, bytes_down=20, round_trip_s=1.0, queue_s=0.1, compute_s=0.6),
+        CallCost(bytes_up=5, round_trip_s=0.5, compute_s=0.5, resync_bytes_up=4, resync_s=0.2),
+    ]
     timing, traffic = cost_parts(costs)
     assert timing.network_s == pytest.approx(0.3) and timing.cloud_queue_s == pytest.approx(0.1)
     assert timing.cloud_compute_s == pytest.approx(1.1)
@@ -84,17 +121,28 @@ def test_summary_names_steps_tokens_bytes_and_time() -> None:
     assert "steps: 3 (edge 1, cloud 1, degraded 1; 33% to the cloud)" in summary
     assert "tokens: SLM 12 (wasted 1), LLM 12, answer 3" in summary
     assert "bytes: up 400 B, down 2.1 KiB in 2 calls" in summary
-    assert "edge compute 0.30 s, network 0.25 s, cloud queue 0.01 s, cloud compute 0.40 s; wall 2.50 s" in summary
+    assert (
+        "edge compute 0.30 s, network 0.25 s, cloud queue 0.01 s, cloud compute 0.40 s; wall 2.50 s"
+        in summary
+    )
 
 
 def test_stream_marks_each_step_with_its_writer_and_entropy() -> None:
     out = io.StringIO()
     printer = StreamPrinter(out)
     records = result()
-    for event in (StepStarted(0, "edge", 0.123), TextWritten("12+30"), TextWritten("=42"),
-                  StepFinished(records.steps[0]), StepStarted(1, "degraded", 1.43), TextWritten("so"),
-                  StepFinished(records.steps[2]), AnswerStarted("cloud"), TextWritten("42"),
-                  AnswerFinished(records.answer_record)):
+    for event in (
+        StepStarted(0, "edge", 0.123),
+        TextWritten("12+30"),
+        TextWritten("=42"),
+        StepFinished(records.steps[0]),
+        StepStarted(1, "degraded", 1.43),
+        TextWritten("so"),
+        StepFinished(records.steps[2]),
+        AnswerStarted("cloud"),
+        TextWritten("42"),
+        AnswerFinished(records.answer_record),
+    ):
         printer(event)
     assert out.getvalue() == "[edge H=0.12] 12+30=42\n[degraded H=1.43] so\n[answer by cloud] 42\n"
 

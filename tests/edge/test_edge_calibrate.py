@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from edge_client import AlwaysLocal, Calibration, EdgeRouter, RouterConfig, StepSettings, TargetShare, calibrate
+from edge_client import (
+    AlwaysLocal,
+    Calibration,
+    EdgeRouter,
+    RouterConfig,
+    StepSettings,
+    TargetShare,
+    calibrate,
+)
 from edge_client.calibrate import read_questions, tau_for_share
 from edge_client.policies import Probe, Route
 from onnx_lm import CausalLM
@@ -32,8 +40,13 @@ def test_tau_for_share_refuses_a_share_outside_unit_interval() -> None:
 
 
 def test_calibrating_a_real_slm_hits_the_share_on_its_own_steps(slm: CausalLM, tmp_path: Path) -> None:
-    router = EdgeRouter(slm, None, RouterConfig(AlwaysLocal(), StepSettings(max_step_tokens=6, budget_tokens=30,
-                                                                            seed=0), answer_by="none"))
+    router = EdgeRouter(
+        slm,
+        None,
+        RouterConfig(
+            AlwaysLocal(), StepSettings(max_step_tokens=6, budget_tokens=30, seed=0), answer_by="none"
+        ),
+    )
     result = calibrate(router, QUESTIONS, 0.3)
     assert result.steps == len(result.entropies_nats) >= len(QUESTIONS) and result.questions == len(QUESTIONS)
     assert sum(h >= result.tau for h in result.entropies_nats) == round(0.3 * result.steps)
