@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from edge_helpers import CPU
+from edge_helpers import CPU, set_manifest
 
 from edge_client import (
     AlwaysCloud,
@@ -183,6 +184,25 @@ def test_a_full_slm_context_ends_thinking_without_overflowing(
     used = prompt_tokens + len(router.slm.tokenizer.encode(result.transcript))
     assert used <= router.slm.manifest.max_context_tokens
     assert result.answer_record.stop == "context"
+
+
+def test_a_plain_prompt_template_and_its_own_delimiter_and_marker(
+    forced: Callable[[str, str], Path], llm: InProcessLLM, tmp_path: Path
+) -> None:
+    """The toy pair's format: `Q:{question}\\n`, steps on lines, `A:` ends thinking."""
+    toy = set_manifest(
+        Path(shutil.copytree(forced("slm", "a"), tmp_path / "toy")),
+        chat_template=None,
+        prompt_template="Q:{question}\n",
+        step_delimiter="\n",
+        think_end="A:",
+    )
+    router = EdgeRouter.from_folders(toy, llm, RouterConfig(AlwaysLocal(), settings(max_step_tokens=4)), CPU)
+    result = router.answer("12+30")
+    assert router.delimiter == "\n" and router.think_end == "A:"
+    assert result.steps[0].slm_prefill_tokens == len("Q:12+30\n")  # one token per character
+    assert result.thinking_stop == "repeat"
+    assert result.transcript.startswith("aaaa\naaaa\nA:")
 
 
 def test_a_cloud_step_can_end_thinking_with_the_marker(
