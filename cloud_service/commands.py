@@ -56,6 +56,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="PEM certificate: serve gRPC over TLS (env GLIMP_TLS_CERT)")
     parser.add_argument("--tls-key", type=Path, default=_optional_path("GLIMP_TLS_KEY"),
                         help="PEM private key of --tls-cert (env GLIMP_TLS_KEY)")
+    parser.add_argument("--tls-server-name", default=env("GLIMP_TLS_SERVER_NAME"),
+                        help="name in --tls-cert, when it does not cover 127.0.0.1 (the readiness check "
+                        "connects locally) (env GLIMP_TLS_SERVER_NAME)")
     parser.add_argument("--cache-budget-mb", type=float, default=float(env("GLIMP_CACHE_BUDGET_MB", "2048")),
                         help="context cache budget, KV + text, MiB (env GLIMP_CACHE_BUDGET_MB)")
     parser.add_argument("--idle-ttl-s", type=float, default=float(env("GLIMP_IDLE_TTL_S", "900")),
@@ -96,13 +99,15 @@ def run(args: argparse.Namespace) -> int:
     token = _token(args)
     tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert or args.tls_key else None
     temp_repo = None if args.repository else Path(tempfile.mkdtemp(prefix="glimp_repo_"))
+    repository_dir: Path = args.repository if temp_repo is None else temp_repo
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     server: TritonServer | None = None
     try:
-        repository = build_repository(args.model_dir, args.repository or temp_repo, settings, force=True)
+        repository = build_repository(args.model_dir, repository_dir, settings, force=True)
         server = TritonServer(ServerConfig(
             repository=repository, grpc_port=args.grpc_port, metrics_port=args.metrics_port, host=args.host,
-            token=token, tls=tls, startup_timeout_s=args.startup_timeout_s, log_file=args.log_file,
+            token=token, tls=tls, tls_server_name=args.tls_server_name,
+            startup_timeout_s=args.startup_timeout_s, log_file=args.log_file,
         ))
         server.start()
         _print_ready(server, args, time.perf_counter() - started, token is not None)

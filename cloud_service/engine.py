@@ -192,7 +192,8 @@ class Engine:
                                   "same length, different text: resend it with create=true")
         return entry
 
-    def _mismatch(self, kind: int, held: TranscriptView | None, detail: str) -> pb.ContextMismatch:
+    def _mismatch(self, kind: pb.ContextMismatch.Kind, held: TranscriptView | None,
+                  detail: str) -> pb.ContextMismatch:
         self._mismatches[pb.ContextMismatch.Kind.Name(kind)] += 1
         state = pb.TranscriptState(length_bytes=held.length_bytes, digest=held.digest) if held else None
         return pb.ContextMismatch(kind=kind, server_state=state, detail=detail)

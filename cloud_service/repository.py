@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +92,12 @@ def render_config(settings: RepositorySettings) -> str:
     text = (TEMPLATE_DIR / "config.pbtxt").read_text(encoding="utf-8")
     for key, value in settings.parameters().items():
         pattern = re.compile(rf'(key: "{re.escape(key)}".*?string_value: ")[^"]*(")', re.DOTALL)
-        text, count = pattern.subn(lambda m, v=value: m.group(1) + v + m.group(2), text, count=1)
+        text, count = pattern.subn(_substitute(value), text, count=1)
         if count != 1:
             raise GlimpError(f"the config template has no parameter {key}; reinstall glimprouter")
     return text
+
+
+def _substitute(value: str) -> Callable[[re.Match[str]], str]:
+    # A function, not a replacement string: values are taken literally (no backslash escapes).
+    return lambda match: match.group(1) + value + match.group(2)

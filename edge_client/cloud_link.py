@@ -313,7 +313,7 @@ def map_rpc_error(exc: grpc.RpcError, url: str) -> CloudError:
 
 
 def _open_channel(config: CloudLinkConfig) -> grpc.Channel:
-    options = [
+    options: list[tuple[str, int | str]] = [
         ("grpc.keepalive_time_ms", int(config.keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),

@@ -130,7 +130,7 @@ def test_tls_on_grpc(tiny_qwen3_dir: Path, tmp_path: Path, self_signed_cert: TLS
     server = start_server(make_repository(tiny_qwen3_dir, tmp_path), token, tls=self_signed_cert)
     try:
         secure = CloudLinkConfig(server.grpc_url, token, timeout_s=CALL_TIMEOUT_S,
-                                 tls_root_cert=self_signed_cert.cert)
+                                 tls_root_cert=self_signed_cert.cert, gzip=True)
         with TritonLLM(secure) as llm:
             reply = llm.open(MESSAGES).call(LLMRequest(LLMAction.WRITE_STEP, "Step 1:", GREEDY, max_tokens=4))
             assert reply.cost.decode_tokens >= 1

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -56,13 +57,13 @@ class TritonPythonModel:
                  model_dir, self.engine.lm.provider.short_name,
                  engine_config.cache_budget_bytes, engine_config.idle_ttl_s)
 
-    def execute(self, requests: list) -> list:
+    def execute(self, requests: list[Any]) -> list[Any]:
         received_s = time.monotonic()
         responses = [self._respond(request, received_s) for request in requests]
         self.metrics.update(self.engine.stats())
         return responses
 
-    def _respond(self, request: object, received_s: float) -> object:
+    def _respond(self, request: Any, received_s: float) -> Any:
         try:
             data = _request_bytes(request)
             reply = self.engine.handle_bytes(data, received_s=received_s, is_cancelled=request.is_cancelled)
@@ -81,7 +82,7 @@ class TritonPythonModel:
         log.info("glimp_llm unloading: %s", self.engine.stats())
 
 
-def _request_bytes(request: object) -> bytes:
+def _request_bytes(request: Any) -> bytes:
     tensor = pb_utils.get_input_tensor_by_name(request, REQUEST_TENSOR)
     if tensor is None:
         raise InvalidRequest(f"input {REQUEST_TENSOR} is missing; send one serialized StepRequest in it")
@@ -92,5 +93,5 @@ def _request_bytes(request: object) -> bytes:
     return bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode("utf-8")
 
 
-def _error(message: str, code: int) -> object:
+def _error(message: str, code: int) -> Any:
     return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))
