@@ -6,7 +6,7 @@ Python API (the same power as `glimp run`)::
 
     router = EdgeRouter.from_folders(
         "models/toy-pair/slm",
-        llm=InProcessLLM.load("models/toy-pair/llm"),  # or TritonLLM(...) for the cloud
+        llm=InProcessLLM.load("models/toy-pair/llm"),  # or TritonLLM(CloudLinkConfig("host:8001", token))
         config=RouterConfig(policy=EntropyThreshold(tau=0.9), steps=StepSettings(seed=0)),
     )
     result = router.answer("12+7*3-5")
@@ -48,19 +48,21 @@ from edge_client.policies import (
 from edge_client.trace import AnswerRecord, Event, RunResult, StepRecord, Totals
 
 if TYPE_CHECKING:
-    from edge_client.cloud_link import TritonLLM  # noqa: F401 - for type checkers only
+    from edge_client.cloud_link import CloudLinkConfig, TritonLLM  # noqa: F401 - for type checkers only
+
+_CLOUD_LINK_NAMES = ("CloudLinkConfig", "TritonLLM")
 
 
 def __getattr__(name: str) -> Any:
-    # The gRPC link pulls in tritonclient: load it only when asked for.
-    if name == "TritonLLM":
-        from edge_client.cloud_link import TritonLLM  # noqa: F401 - for type checkers only
+    # The gRPC link pulls in tritonclient and grpc: load it only when asked for.
+    if name in _CLOUD_LINK_NAMES:
+        from edge_client import cloud_link
 
-        return TritonLLM
+        return getattr(cloud_link, name)
     raise AttributeError(f"module 'edge_client' has no attribute {name!r}")
 
 
-# TritonLLM is left out of __all__ so that `import *` does not pull in tritonclient.
+# The cloud link's names are left out of __all__ so that `import *` does not pull in tritonclient.
 __all__ = [
     "AlwaysCloud", "AlwaysLocal", "AnswerRecord", "Calibration", "CloudError", "CloudRejectedError",
     "CloudUnavailableError", "ContextMismatchError", "EdgeRouter", "EntropyThreshold", "Event",
