@@ -12,6 +12,10 @@ The side that did not write a step ingests it at its next sync. Thinking ends at
 end-of-thinking marker, EOS, a step equal to the previous one, the token budget, or a full SLM
 context; then the LLM (or the SLM) writes the final answer.
 
+A conversation that offers `push(transcript)` (background context sync) is handed the transcript
+at the start of each step that follows an SLM-written one, so the cloud absorbs the SLM's text
+while the SLM keeps working.
+
 A cloud call that fails with `CloudUnavailableError` is not fatal: the SLM writes that step (or
 the answer) and the trace marks it "degraded". `NotAuthorizedError` and other cloud errors are
 not hidden: they propagate.
@@ -248,6 +252,8 @@ class _QuestionRun:
                 return "context"
             if index:
                 self.transcript += self.router.delimiter
+                if self.steps[-1].writer != "cloud":
+                    self._push_context()
             record = self._step(index, max_tokens)
             self.steps.append(record)
             self._emit(StepFinished(record))
@@ -400,6 +406,16 @@ class _QuestionRun:
         return score
 
     # ---- helpers ---------------------------------------------------------------------------
+
+    def _push_context(self) -> None:
+        """Let a backend that syncs in the background (`push`) send the SLM's steps now.
+
+        Called at the start of a step, with the delimiter already appended: every later call's
+        transcript extends what is pushed, so the cloud never has to be resent anything.
+        """
+        push = getattr(self.conversation, "push", None)
+        if push is not None:
+            push(self.transcript)
 
     def _step_request(self, max_tokens: int) -> LLMRequest:
         return LLMRequest(LLMAction.WRITE_STEP, self.transcript, self.sampling, self.stop_strings, max_tokens)

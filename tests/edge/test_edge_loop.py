@@ -26,7 +26,7 @@ from edge_client import (
 )
 from edge_client.llm_backend import LLMAction, LLMConversation, LLMReply, LLMRequest
 from edge_client.trace import AnswerStarted, Event, StepFinished, StepStarted, TextWritten
-from onnx_lm import CausalLM, ChatMessage, LMContext, StopCriteria, decode_until, make_rng
+from onnx_lm import CausalLM, ChatMessage, LMContext, SamplingParams, StopCriteria, decode_until, make_rng
 
 QUESTION = "What is 12+30?"
 
@@ -358,3 +358,49 @@ def test_a_refused_token_is_not_hidden(slm_dir: Path, llm: InProcessLLM) -> None
     )
     with pytest.raises(NotAuthorizedError, match="GLIMP_EDGE_TOKEN"):
         router.answer(QUESTION)
+
+
+class PushRecorder:
+    """Records what the loop hands a backend with background sync (`push`), then absorbs it."""
+
+    name = "push-recorder"
+
+    def __init__(self, inner: InProcessLLM) -> None:
+        self.inner = inner
+        self.pushed: list[str] = []
+        self.called: list[str] = []
+
+    def open(self, messages: Any) -> LLMConversation:
+        recorder = self
+
+        class Conversation:
+            inner = recorder.inner.open(messages)
+
+            def push(self, transcript: str) -> None:
+                recorder.pushed.append(transcript)
+                self.inner.call(LLMRequest(LLMAction.ABSORB, transcript, SamplingParams()))
+
+            def call(self, request: LLMRequest) -> LLMReply:
+                recorder.called.append(request.transcript)
+                return self.inner.call(request)
+
+            def close(self) -> None:
+                self.inner.close()
+
+        return Conversation()
+
+
+def test_edge_steps_are_pushed_to_a_background_syncing_backend(slm_dir: Path, llm: InProcessLLM) -> None:
+    backend = PushRecorder(llm)
+    router = EdgeRouter.from_folders(slm_dir, backend, RouterConfig(EntropyThreshold(2.9), settings()), CPU)
+    seed = mixed_seed(router)
+    backend.pushed.clear()
+    backend.called.clear()
+    result = router.answer(QUESTION, rng=CountingRng(seed))
+    after_edge = [s for s in result.steps[:-1] if s.writer != "cloud"]
+    assert len(backend.pushed) == len(after_edge) >= 1
+    # Each push ends with the delimiter that starts the next step, and every later call extends it.
+    for pushed in backend.pushed:
+        assert pushed.endswith("\n\n")
+        assert all(called.startswith(pushed) for called in backend.called if len(called) >= len(pushed))
+    assert result.transcript.startswith(backend.pushed[-1])
