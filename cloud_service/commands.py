@@ -22,7 +22,7 @@ from cloud_service.launcher import ADMIN_PROTOCOLS, ServerConfig, TritonServer
 from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import ADMIN_HEADER, TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_token
 from onnx_lm.errors import BadInputError
-from protos.contract import AUTH_HEADER, MODEL_NAME
+from protos.contract import AUTH_HEADER, GRPC_AUTH_METADATA_KEY, MODEL_NAME
 
 PRODUCTION_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-py3"  # CUDA 13, as onnxruntime-gpu 1.31 needs
 
@@ -145,7 +145,7 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def _print_ready(server: TritonServer, args: argparse.Namespace, ready_s: float, has_token: bool) -> None:
-    auth = f"token required (metadata triton-grpc-protocol-{AUTH_HEADER})" if has_token else "NO TOKEN: open"
+    auth = f"token required (metadata {GRPC_AUTH_METADATA_KEY})" if has_token else "NO TOKEN: open"
     tls = "TLS" if args.tls_cert else "plaintext"
     print(f"glimp serve: {MODEL_NAME} ready in {ready_s:.1f} s (model {args.model_dir})")
     print(f"  gRPC     {server.grpc_url}  ({tls}, {auth})")

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from cloud_service.context_store import ContextStore, StoreLimits, StoreStats
 from cloud_service.errors import InvalidRequest
-from cloud_service.scoring import score_tail
 from cloud_service.validation import Call, parse_request, validate
 from onnx_lm import (
     CausalLM,
@@ -233,7 +232,7 @@ class Engine:
     def _score(self, call: Call, entry: ServerContext, full_text: str) -> pb.StepResult:
         t0 = self._clock()
         try:
-            score = score_tail(entry.lm_ctx, full_text, call.score_chars)
+            score = entry.lm_ctx.score_tail(full_text, call.score_chars)
         except ValueError as exc:
             raise InvalidRequest(str(exc)) from exc
         self._count(reused=score.reused_tokens, prefill=score.prefill_tokens)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnx_lm.errors import BadInputError
-from protos.contract import AUTH_HEADER
+from protos.contract import GRPC_AUTH_METADATA_KEY
 
 TOKEN_ENV = "GLIMP_EDGE_TOKEN"
 TOKEN_FILE_ENV = "GLIMP_EDGE_TOKEN_FILE"
-GRPC_METADATA_KEY = f"triton-grpc-protocol-{AUTH_HEADER}"  # what a client sends
+GRPC_METADATA_KEY = GRPC_AUTH_METADATA_KEY  # what a client sends
 ADMIN_HEADER = "x-admin-token"  # guards model load/unload, config, statistics, tracing, logging
 # Characters that survive Triton's `<protocols>:<key>=<value>` flag parsing and gRPC metadata.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]{16,256}")

@@ -37,8 +37,8 @@ from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest
 from onnx_lm import ChatMessage, SamplingParams
 from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import (
-    AUTH_HEADER,
     CONTEXT_ID_MIN_HEX,
+    GRPC_AUTH_METADATA_KEY,
     MODEL_NAME,
     PROTOCOL_VERSION,
     REPLY_TENSOR,
@@ -49,7 +49,7 @@ from protos.contract import (
 
 log = logging.getLogger(__name__)
 
-TOKEN_METADATA_KEY = f"triton-grpc-protocol-{AUTH_HEADER}"  # Triton's restricted-protocol header
+TOKEN_METADATA_KEY = GRPC_AUTH_METADATA_KEY  # Triton's restricted-protocol header
 _ACTIONS = {
     LLMAction.WRITE_STEP: pb.WRITE_STEP, LLMAction.WRITE_ANSWER: pb.WRITE_ANSWER,
     LLMAction.ABSORB: pb.ABSORB, LLMAction.SCORE: pb.SCORE,
@@ -342,6 +342,7 @@ def _reply(result: pb.StepResult, exchanges: list[Exchange], resync: Exchange | 
         bytes_up=sum(e.bytes_up for e in exchanges), bytes_down=sum(e.bytes_down for e in exchanges),
         round_trip_s=sum(e.round_trip_s for e in exchanges),
         queue_s=sum(t.queue_s for t in timings), compute_s=sum(t.compute_s for t in timings),
+        prefill_s=sum(t.prefill_s for t in timings), decode_s=sum(t.decode_s for t in timings),
         prefill_tokens=sum(t.prefill_tokens for t in timings),
         decode_tokens=sum(t.decode_tokens for t in timings),
         resync_bytes_up=resync.bytes_up if resync else 0, resync_s=resync.round_trip_s if resync else 0.0,

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 from onnx_lm import ChatMessage, SamplingParams
 
 
-class LLMAction(str, Enum):
+class LLMAction(StrEnum):
     WRITE_STEP = "write_step"  # write one reasoning step (stops at the delimiter / stop strings)
     WRITE_ANSWER = "write_answer"  # write the final answer (stops at EOS / stop strings)
     ABSORB = "absorb"  # only take in the transcript (background context sync)
@@ -45,7 +45,9 @@ class CallCost:
     bytes_down: int = 0  # serialized reply bytes
     round_trip_s: float = 0.0  # client-side wall time of the call(s)
     queue_s: float = 0.0  # server: waiting before the model ran
-    compute_s: float = 0.0  # server (or in-process model): prefill + decode
+    compute_s: float = 0.0  # server (or in-process model): everything it did for the call
+    prefill_s: float = 0.0  # part of compute_s spent catching up with the new text
+    decode_s: float = 0.0  # part of compute_s spent generating
     prefill_tokens: int = 0
     decode_tokens: int = 0
     resync_bytes_up: int = 0  # part of bytes_up spent on a full resend after a mismatch

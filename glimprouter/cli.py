@@ -29,7 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glimp", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--log-level", default=os.environ.get("GLIMP_LOG_LEVEL", "WARNING"), help="logging level (env GLIMP_LOG_LEVEL)"
+        "--log-level", default=os.environ.get("GLIMP_LOG_LEVEL", "WARNING"),
+        help="logging level (env GLIMP_LOG_LEVEL)",
     )
     commands = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
     parser.epilog = f"commands:\n{commands}"

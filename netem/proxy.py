@@ -165,7 +165,9 @@ class LinkEmulator:
         self._writers.discard(client_writer)
         self._writers.discard(server_writer)
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
         """Read chunks, stamp them, and let a sender release each at its due time."""
         queue: asyncio.Queue[tuple[float, bytes] | None] = asyncio.Queue()
         sender = asyncio.ensure_future(self._send(queue, writer, upstream))

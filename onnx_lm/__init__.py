@@ -5,7 +5,7 @@ Bottom layer: imports nothing from the rest of the project. Session and provider
 exact entropy, sampling, and one decode loop.
 """
 
-from onnx_lm.context import LMContext, SyncStats
+from onnx_lm.context import LMContext, SyncStats, TailScore
 from onnx_lm.errors import BadInputError, GlimpError, ModelContractError, ProviderError
 from onnx_lm.generate import Generation, StopCriteria, StopReason, decode_until
 from onnx_lm.kv_cache import KVCache
@@ -17,6 +17,6 @@ from onnx_lm.text_codec import ChatMessage, TextCodec
 __all__ = [
     "GREEDY", "BadInputError", "CausalLM", "ChatMessage", "Generation", "GlimpError", "KVCache",
     "KVLayout", "LMContext", "Manifest", "ModelContractError", "ProviderError", "SamplingParams",
-    "SessionConfig", "StopCriteria", "StopReason", "SyncStats", "TextCodec", "decode_until",
+    "SessionConfig", "StopCriteria", "StopReason", "SyncStats", "TailScore", "TextCodec", "decode_until",
     "entropy_nats", "make_rng", "sample_token",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from onnx_lm.sampling import SamplingParams, entropy_nats, sample_token
 TextCallback = Callable[[str], None]
 
 
-class StopReason(str, Enum):
+class StopReason(StrEnum):
     STOP_STRING = "stop_string"  # a stop string (the step delimiter, an end marker) was written
     EOS = "eos"  # the model ended the sequence
     MAX_TOKENS = "max_tokens"  # the span's token limit was reached

@@ -142,6 +142,9 @@ class CausalLM:
             raise ProviderError(f"session fell back to {self._session.get_providers()[0]}")
 
 
+_CORRUPT_MODEL_MARKERS = ("INVALID_PROTOBUF", "Load model", "protobuf parsing failed")
+
+
 def _open_session(onnx_path: Path, choice: ProviderChoice, config: SessionConfig) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -156,7 +159,7 @@ def _open_session(onnx_path: Path, choice: ProviderChoice, config: SessionConfig
             providers=list(choice.session_providers), provider_options=provider_options,
         )
     except Exception as exc:
-        if "INVALID_PROTOBUF" in str(exc) or "Load model" in str(exc) or "protobuf parsing failed" in str(exc):
+        if any(marker in str(exc) for marker in _CORRUPT_MODEL_MARKERS):
             raise ModelContractError(
                 f"{onnx_path} is not a valid ONNX model ({str(exc).splitlines()[0]}); re-export it"
             ) from exc

@@ -16,6 +16,7 @@ CONTEXT_ID_MIN_HEX = 32  # 128 bits: context ids are unguessable
 MAX_MAX_TOKENS = 8192  # one call may generate at most this many tokens
 MAX_REQUEST_TEXT_BYTES = 1 << 20  # 1 MiB of text per call (messages + new_text)
 AUTH_HEADER = "x-edge-token"  # Triton restricted-protocol header carrying the shared edge token
+GRPC_AUTH_METADATA_KEY = f"triton-grpc-protocol-{AUTH_HEADER}"  # the gRPC metadata key a client sends
 
 
 def canonical_prompt(messages: Iterable[tuple[str, str]]) -> bytes:
