@@ -17,7 +17,6 @@ from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest
 from onnx_lm import CausalLM, ChatMessage, LMContext, SessionConfig, StopCriteria, decode_until, make_rng
 from onnx_lm.errors import BadInputError
 from onnx_lm.manifest import Manifest
-from onnx_lm.sampling import log_softmax
 
 # Decoding streams of the in-process LLM; the loop's SLM uses stream 0 of the same seed.
 _LLM_STREAM = 1
@@ -98,24 +97,7 @@ class InProcessConversation:
         return LLMReply(gen.text, gen.stop_reason.value, gen.stop_string, cost)
 
     def _score(self, transcript: str, candidate: str) -> float:
-        """Mean log-probability per token of `candidate` right after the synced transcript."""
-        held = list(self.ctx.token_ids)
-        full = self.lm.tokenizer.encode(self.prompt + transcript + candidate)
-        if not candidate or len(full) <= len(held):
+        """Mean log-probability per token of `candidate` right after the transcript."""
+        if not candidate:
             return 0.0
-        if full[: len(held)] != held:
-            # The candidate merged with the last token: score it from a scratch cache.
-            rows = self.lm.forward(self.lm.new_cache(), full[:-1])
-            return _mean_logprob(rows[len(held) - 1 :], full[len(held) :])
-        first = self.ctx.next_logits[None, :]
-        rest = full[len(held) : -1]
-        rows = self.lm.forward(self.ctx.cache, rest) if rest else first[:0]
-        # Score without keeping the candidate: the context must hold only the transcript.
-        self.ctx.cache.truncate(len(held))
-        return _mean_logprob(np.concatenate([first, rows]), full[len(held) :])
-
-
-def _mean_logprob(rows: np.ndarray, token_ids: Sequence[int]) -> float:
-    """Mean over positions of log p(token_ids[i] | rows[i])."""
-    values = [float(log_softmax(row)[token]) for row, token in zip(rows, token_ids, strict=True)]
-    return float(np.mean(values))
+        return self.ctx.score_tail(self.prompt + transcript + candidate, len(candidate)).mean_logprob
