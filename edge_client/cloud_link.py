@@ -74,6 +74,9 @@ class CloudLinkConfig:
     gzip: bool = False  # compress messages (bytes are still counted before compression)
     keepalive_time_s: float = 30.0  # ping an idle connection this often, to notice a dead link early
     keepalive_timeout_s: float = 10.0
+    # Baseline for measurement only: resend the whole transcript on every call, as a link
+    # without a server-side context must (the benchmark compares uplink bytes against it).
+    resend_full: bool = False
 
     def __post_init__(self) -> None:
         if not self.url or ":" not in self.url:
@@ -141,7 +144,7 @@ class TritonLLM:
 
     def open(self, messages: Sequence[ChatMessage]) -> TritonConversation:
         """A new context (created on the server by its first call)."""
-        return TritonConversation(self.link, self.client_key, messages)
+        return TritonConversation(self.link, self.client_key, messages, resend_full=self.config.resend_full)
 
     def probe(self, timeout_s: float | None = None) -> float:
         """A real tiny inference (create, write one token, close); its seconds. Raises CloudError."""
@@ -178,7 +181,8 @@ class TritonLLM:
 class TritonConversation:
     """One context on the server; `call` takes the whole transcript and sends the delta."""
 
-    def __init__(self, link: TritonLink, client_key: bytes, messages: Sequence[ChatMessage]) -> None:
+    def __init__(self, link: TritonLink, client_key: bytes, messages: Sequence[ChatMessage], *,
+                 resend_full: bool = False) -> None:
         if not messages:
             raise BadInputError("a conversation needs at least one prompt message")
         self._link = link
@@ -186,6 +190,7 @@ class TritonConversation:
         self.messages = tuple(messages)
         self.context_id = secrets.token_hex(max(16, CONTEXT_ID_MIN_HEX // 2))  # 128 random bits
         self._created = False
+        self._resend_full = resend_full
         self._held_text = ""  # the appended text the server holds (as far as we know)
         self._held = TranscriptDigest(self._pairs())
 
@@ -200,10 +205,11 @@ class TritonConversation:
             raise BadInputError("SCORE needs a non-empty candidate")
         # A first call creates the context; a transcript that no longer extends what the server
         # holds is resent whole rather than patched.
-        resend = not self._created or not request.transcript.startswith(self._held_text)
+        resend = (self._resend_full or not self._created
+                  or not request.transcript.startswith(self._held_text))
         first = self._link.exchange(self._step_request(request, create=resend), timeout_s)
         exchanges = [first]
-        resync = first if resend and self._created else None
+        resync = first if resend and self._created and not self._resend_full else None
         if first.reply.WhichOneof("outcome") == "mismatch":
             mismatch = first.reply.mismatch
             log.info("context %s: %s (%s); resending the transcript", self.context_id[:8],
