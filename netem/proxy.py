@@ -158,12 +158,18 @@ class LinkEmulator:
             return
         self.stats.connections += 1
         self._writers.update((client_writer, server_writer))
-        await asyncio.gather(
-            self._pipe(client_reader, server_writer, upstream=True),
-            self._pipe(server_reader, client_writer, upstream=False),
-        )
-        self._writers.discard(client_writer)
-        self._writers.discard(server_writer)
+        try:
+            await asyncio.gather(
+                self._pipe(client_reader, server_writer, upstream=True),
+                self._pipe(server_reader, client_writer, upstream=False),
+            )
+        except asyncio.CancelledError:
+            # Stopping the emulator cancels connection handlers; asyncio's stream callback
+            # would log a cancelled handler as an error, so end it normally instead.
+            pass
+        finally:
+            self._writers.discard(client_writer)
+            self._writers.discard(server_writer)
 
     async def _pipe(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
@@ -192,11 +198,12 @@ class LinkEmulator:
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            # Counted as it is handed to the socket, so a reader that has the bytes sees them counted.
+            self.stats.add(upstream, len(chunk))
             try:
                 writer.write(chunk)
                 await writer.drain()
             except (ConnectionError, OSError):
                 break
-            self.stats.add(upstream, len(chunk))
         with contextlib.suppress(Exception):
             writer.close()
