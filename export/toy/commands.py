@@ -130,6 +130,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--sequential", action="store_true", help="train one model after the other")
     _add_training(build, "slm-", "SLM_")
     _add_training(build, "llm-", "LLM_")
+    for role in ("slm", "llm"):
+        env = f"{role.upper()}_DEVICE"
+        build.add_argument(
+            f"--{role}-device",
+            default=_env(env, None),
+            help=f"device for the {role} only (env GLIMP_TOY_{env})",
+        )
     _add_run_flags(build)
 
 
@@ -186,7 +193,7 @@ def _role_settings(args: argparse.Namespace, role: str, prefix: str) -> tuple[Mo
         lr=float(flag("lr", DEFAULT_LR[role])),
         batch_size=int(args.batch_size),
         seed=_seed(args),
-        device=args.device,
+        device=getattr(args, f"{prefix}device", None) or args.device,
         threads=int(args.threads),
     )
     return spec, config
