@@ -179,6 +179,7 @@ class _Run:
     step: int  # optimizer steps completed
     losses: list[tuple[int, float]]
     seconds_before: float  # training time of earlier invocations
+    trained_on: list[dict[str, Any]] = field(default_factory=list)  # earlier invocations' stacks
 
 
 def _setup(spec: ModelSpec, config: TrainConfig, task: TaskConfig, codec: CharCodec) -> _Run:
@@ -216,12 +217,16 @@ def _restore(run: _Run, state: dict[str, Any], meta: dict[str, Any], out_dir: Pa
     elif state["step"] < state["meta"]["train"]["steps"]:
         raise BadInputError(f"{out_dir / STATE_FILE} has no optimizer state; start over with --no-resume")
     run.step, run.losses, run.seconds_before = state["step"], list(state["losses"]), state["seconds"]
+    run.trained_on = list(state.get("trained_on", []))
 
 
-def save_checkpoint(run: _Run, out_dir: Path, meta: dict[str, Any], seconds: float) -> None:
+def save_checkpoint(
+    run: _Run, out_dir: Path, meta: dict[str, Any], seconds: float, trained_on: list[dict[str, Any]]
+) -> None:
     """Write the Hugging Face folder, then the resume state (atomically, last).
 
     A finished run drops the optimizer state (two thirds of the file): nothing is left to resume.
+    `trained_on` records which device and library versions trained which steps (provenance).
     """
     import torch
 
@@ -233,6 +238,7 @@ def save_checkpoint(run: _Run, out_dir: Path, meta: dict[str, Any], seconds: flo
         "step": run.step,
         "losses": run.losses,
         "seconds": seconds,
+        "trained_on": trained_on,
     }
     if run.step < meta["train"]["steps"]:
         state["optimizer"] = run.optimizer.state_dict()
@@ -241,6 +247,23 @@ def save_checkpoint(run: _Run, out_dir: Path, meta: dict[str, Any], seconds: flo
     torch.save(state, tmp)
     os.replace(tmp, out_dir / STATE_FILE)
     logger.info("checkpoint at step %d written to %s", run.step, out_dir)
+
+
+def _stack(config: TrainConfig, first_step: int, last_step: int) -> dict[str, Any]:
+    """Where steps first_step..last_step were trained: device and library versions."""
+    import torch
+    import transformers
+
+    device = config.device
+    if device.startswith("cuda") and torch.cuda.is_available():
+        device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return {
+        "steps": [first_step, last_step],
+        "device": device,
+        "threads": config.threads,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
 def _deterministic_cuda() -> None:
@@ -291,10 +314,13 @@ def train(
     if resume and state_path.is_file():
         _restore(run, torch.load(state_path, map_location=config.device, weights_only=False), meta, out_dir)
         logger.info("resuming %s from step %d", out_dir, run.step)
-    started = time.monotonic()
+    started, first_step = time.monotonic(), run.step
 
     def save() -> None:
-        save_checkpoint(run, out_dir, meta, run.seconds_before + time.monotonic() - started)
+        trained_on = run.trained_on + (
+            [_stack(config, first_step, run.step)] if run.step > first_step else []
+        )
+        save_checkpoint(run, out_dir, meta, run.seconds_before + time.monotonic() - started, trained_on)
 
     try:
         with _InterruptFlag().installed() as flag:
@@ -306,7 +332,7 @@ def train(
     seconds = time.monotonic() - started
     # Written even when nothing was left to train: the folder then matches this transformers
     # version (a checkpoint trained elsewhere, under another version, is re-saved here).
-    save_checkpoint(run, out_dir, meta, run.seconds_before + seconds)
+    save()
     return TrainResult(
         out_dir, run.step, parameter_count(run.model), seconds, run.seconds_before + seconds, run.losses
     )
