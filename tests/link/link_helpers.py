@@ -1,0 +1,106 @@
+"""Helpers of the link tests: real tritonservers on the tiny Qwen3, the edge router, trace checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port, remove_shm_files
+from edge_client import AlwaysCloud, EdgeRouter, RouterConfig, StepSettings
+from edge_client.cloud_link import CloudLinkConfig
+from edge_client.llm_backend import LLMConversation
+from edge_client.resilience import RetryPolicy
+from edge_client.resilient_link import ResilienceConfig, ResilientConversation, ResilientLLM
+from edge_client.trace import Event, RunResult, StepFinished
+from onnx_lm import CausalLM, ChatMessage
+
+CALL_TIMEOUT_S = 10.0
+BREAKER_S = 0.5  # short back-off so the tests see the breaker close in well under a second
+
+
+def server_config(repository: Path, token: str | None, grpc_port: int | None = None) -> ServerConfig:
+    return ServerConfig(repository=repository, grpc_port=grpc_port or pick_free_port(),
+                        metrics_port=pick_free_port(), token=token, startup_timeout_s=120.0,
+                        stop_timeout_s=10.0)
+
+
+def sigkill(server: TritonServer) -> None:
+    """Kill the server's whole process group at once (server and model stub), as a crash does."""
+    assert server.pid is not None
+    os.killpg(server.pid, signal.SIGKILL)
+    server.wait(10.0)
+    remove_shm_files(server.config.shm_prefix)
+
+
+def connect(url: str, token: str | None, *, background_sync: bool = False, breaker_s: float = BREAKER_S,
+            timeout_s: float = CALL_TIMEOUT_S) -> ResilientLLM:
+    link = CloudLinkConfig(url, token, timeout_s=timeout_s)
+    config = ResilienceConfig(retry=RetryPolicy(max_retries=2, backoff_s=0.05), breaker_s=breaker_s,
+                              probe_timeout_s=2.0, background_sync=background_sync)
+    return ResilientLLM.connect(link, config)
+
+
+def router_config(budget_tokens: int = 48, max_step_tokens: int = 6) -> RouterConfig:
+    """Every step by the cloud, greedy, short steps: a question is a dozen cloud calls."""
+    steps = StepSettings(temperature=0.0, max_step_tokens=max_step_tokens, budget_tokens=budget_tokens,
+                         answer_max_tokens=8, seed=0)
+    return RouterConfig(policy=AlwaysCloud(), steps=steps, answer_by="llm")
+
+
+class Recording:
+    """A backend wrapper that keeps the conversations it opened (to evict one from the side)."""
+
+    def __init__(self, llm: ResilientLLM) -> None:
+        self.llm = llm
+        self.name = llm.name
+        self.provider = llm.provider
+        self.opened: list[ResilientConversation] = []
+
+    def open(self, messages: Sequence[ChatMessage]) -> LLMConversation:
+        conversation = self.llm.open(messages)
+        self.opened.append(conversation)
+        return conversation
+
+
+@dataclass
+class StepHook:
+    """An `on_event` callback: runs `actions[i]` after step i finishes and times every step."""
+
+    actions: dict[int, Callable[[], None]] = field(default_factory=dict)
+    pause_s: float = 0.0  # after every step: a slower device, so a restart falls mid-question
+    finished_at: dict[int, float] = field(default_factory=dict)  # step index -> time.monotonic()
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, StepFinished):
+            return
+        index = event.record.index
+        self.finished_at[index] = time.monotonic()
+        if index in self.actions:
+            self.actions[index]()
+        if self.pause_s:
+            time.sleep(self.pause_s)
+
+
+def answer(slm: CausalLM, llm: object, question: str = "hello",
+           hook: StepHook | None = None, **config: int) -> RunResult:
+    router = EdgeRouter(slm, llm, router_config(**config))  # type: ignore[arg-type]
+    return router.answer(question, on_event=hook)
+
+
+def check_steps_whole(result: RunResult, delimiter: str) -> None:
+    """No step lost or duplicated: indices 0..n-1 once each, and the transcript is exactly the steps."""
+    assert [s.index for s in result.steps] == list(range(len(result.steps)))
+    thinking = delimiter.join(s.text for s in result.steps)
+    assert result.transcript.startswith(thinking)
+    assert result.transcript.endswith(result.answer)
+
+
+def in_background(work: Callable[[], object]) -> threading.Thread:
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
