@@ -1,0 +1,179 @@
+"""`glimp bench`: the paper's comparison end to end, over a real Triton server and an emulated link.
+
+Starts one local tritonserver with the LLM (random edge token), puts the link emulator in front
+of it (40 ms round trip, 20 Mbit/s by default; `--loopback` for none), loads the SLM once, and
+runs every chosen system over the same problems with the same seeds, one problem at a time.
+Writes table.md, results.csv, results.json, problems.jsonl, pareto.png, latency_split.png and
+run.json to --out. Every flag has an environment twin (see --help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from onnx_lm.errors import BadInputError
+
+TOY = Path("models/toy-pair")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise BadInputError(f"{what} must be comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise BadInputError(f"{what} is empty; give at least one number")
+    return values
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("problems and models")
+    data.add_argument("--problems", default=_env("GLIMP_BENCH_PROBLEMS", str(TOY / "data/test.jsonl")),
+                      help="JSONL of {id, question, answer} (env GLIMP_BENCH_PROBLEMS)")
+    data.add_argument("--dev-problems", default=_env("GLIMP_BENCH_DEV_PROBLEMS", str(TOY / "data/dev.jsonl")),
+                      help="JSONL the share calibrations use, never the test problems "
+                           "(env GLIMP_BENCH_DEV_PROBLEMS)")
+    data.add_argument("--dev-limit", type=int, default=_env("GLIMP_BENCH_DEV_LIMIT", "400"),
+                      help="dev problems to calibrate on (env GLIMP_BENCH_DEV_LIMIT)")
+    data.add_argument("--limit", type=int, default=_env("GLIMP_BENCH_LIMIT"),
+                      help="only the first N problems (env GLIMP_BENCH_LIMIT)")
+    data.add_argument("--slm", default=_env("GLIMP_SLM", str(TOY / "slm")), help="SLM folder (env GLIMP_SLM)")
+    data.add_argument("--llm", default=_env("GLIMP_LLM", str(TOY / "llm")),
+                      help="LLM folder, served by a local Triton (env GLIMP_LLM)")
+    data.add_argument("--checker", default=_env("GLIMP_BENCH_CHECKER", "exact-int"),
+                      help="answer checker: exact-int, exact-text or package.module:factory "
+                           "(env GLIMP_BENCH_CHECKER)")
+    systems = parser.add_argument_group("systems")
+    systems.add_argument("--systems", default=_env("GLIMP_BENCH_SYSTEMS", "all"),
+                         help="comma-separated: all, slm, llm-one-call, llm-steps, glimp-tau, glimp-share, "
+                              "random, step-average, verify, resend (env GLIMP_BENCH_SYSTEMS)")
+    systems.add_argument("--taus", default=_env("GLIMP_BENCH_TAUS", "0.1,0.3,0.6,1.0"),
+                         help="GlimpRouter thresholds in nats (env GLIMP_BENCH_TAUS)")
+    systems.add_argument("--shares", default=_env("GLIMP_BENCH_SHARES", "0.1,0.2,0.3"),
+                         help="GlimpRouter target cloud shares; random and step-average match them "
+                              "(env GLIMP_BENCH_SHARES)")
+    systems.add_argument("--verify-thresholds", default=_env("GLIMP_BENCH_VERIFY_THRESHOLDS", "-0.5"),
+                         help="generate-then-verify: rewrite a draft whose mean LLM log-prob per token is "
+                              "below this (env GLIMP_BENCH_VERIFY_THRESHOLDS)")
+    link = parser.add_argument_group("the emulated link")
+    link.add_argument("--rtt-ms", type=float, default=_env("GLIMP_BENCH_RTT_MS", "40"),
+                      help="round-trip delay added by the emulator (env GLIMP_BENCH_RTT_MS)")
+    link.add_argument("--bandwidth-mbit", type=float, default=_env("GLIMP_BENCH_BANDWIDTH_MBIT", "20"),
+                      help="each direction, 0: unlimited (env GLIMP_BENCH_BANDWIDTH_MBIT)")
+    link.add_argument("--loopback", action="store_true",
+                      default=_env("GLIMP_BENCH_LOOPBACK", "") not in ("", "0", "false"),
+                      help="no emulator: dial the server directly (env GLIMP_BENCH_LOOPBACK=1)")
+    gen = parser.add_argument_group("generation")
+    gen.add_argument("--seed", type=int, default=_env("GLIMP_SEED", "0"),
+                     help="seed of every system (env GLIMP_SEED)")
+    gen.add_argument("--temperature", type=float, default=_env("GLIMP_TEMPERATURE", "0"),
+                     help="0: greedy, as the toy pair was measured (the paper samples at 0.6) "
+                          "(env GLIMP_TEMPERATURE)")
+    gen.add_argument("--top-p", type=float, default=_env("GLIMP_TOP_P", "1.0"), help="(env GLIMP_TOP_P)")
+    gen.add_argument("--max-step-tokens", type=int, default=_env("GLIMP_MAX_STEP_TOKENS", "512"),
+                     help="(env GLIMP_MAX_STEP_TOKENS)")
+    gen.add_argument("--budget", type=int, default=_env("GLIMP_BUDGET", "8192"),
+                     help="thinking token budget (env GLIMP_BUDGET)")
+    gen.add_argument("--answer-max-tokens", type=int, default=_env("GLIMP_ANSWER_MAX_TOKENS", "2048"),
+                     help="(env GLIMP_ANSWER_MAX_TOKENS)")
+    run_group = parser.add_argument_group("running")
+    run_group.add_argument("--providers", default=_env("GLIMP_PROVIDERS", "auto"),
+                           help="execution providers of both models (env GLIMP_PROVIDERS)")
+    run_group.add_argument("--threads", type=int, default=_env("GLIMP_BENCH_THREADS", "1"),
+                           help="intra-op threads of each model, 0: ONNX Runtime's default "
+                                "(env GLIMP_BENCH_THREADS)")
+    run_group.add_argument("--out", default=_env("GLIMP_BENCH_OUT", "bench/results/latest"),
+                           help="output folder (env GLIMP_BENCH_OUT)")
+    run_group.add_argument("--no-progress", action="store_true",
+                           default=_env("GLIMP_BENCH_NO_PROGRESS", "") not in ("", "0", "false"),
+                           help="no progress bar (env GLIMP_BENCH_NO_PROGRESS=1)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.output import write_run
+    from bench.report import markdown_table, summarize
+    from bench.rig import BenchRig
+
+    plan, problems, dev_problems, checker, rig_config = _prepare(args)
+    started = time.perf_counter()
+    info = _run_info(args, plan, len(problems))
+    with BenchRig(rig_config) as rig, _progress(args, plan, len(problems), len(dev_problems)) as bar:
+        from bench.runner import run_plan
+
+        info["server_ready_s"] = rig.server_ready_s()
+        runs, dev = run_plan(rig, plan, problems, dev_problems, checker, bar)
+    info["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    paths = write_run(Path(args.out), runs, dev, info)
+    print(markdown_table([summarize(r) for r in runs]))
+    print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> tuple[Any, ...]:
+    """Everything checkable before a server starts: flags, problem files, checker, prompt sizes."""
+    from bench.checkers import check_references, make_checker
+    from bench.problems import read_problems
+    from bench.rig import RigConfig
+    from bench.runner import BenchPlan
+    from bench.systems import parse_families
+    from edge_client.config import StepSettings
+    from edge_client.in_process_llm import check_role
+    from edge_client.loop import check_prompt_fits, prompt_messages
+    from netem import LinkProfile
+    from onnx_lm import TextCodec
+
+    steps = StepSettings(temperature=args.temperature, top_p=args.top_p, max_step_tokens=args.max_step_tokens,
+                         budget_tokens=args.budget, answer_max_tokens=args.answer_max_tokens, seed=args.seed)
+    plan = BenchPlan(parse_families(args.systems), _floats(args.taus, "--taus"),
+                     _floats(args.shares, "--shares"), _floats(args.verify_thresholds, "--verify-thresholds"),
+                     steps, args.seed)
+    if args.seed < 0:
+        raise BadInputError(f"--seed must be >= 0, got {args.seed}")
+    problems = read_problems(args.problems, args.limit)
+    dev_problems = read_problems(args.dev_problems, args.dev_limit) if plan.needs_dev else []
+    manifest = check_role(args.slm, "slm")
+    check_role(args.llm, "llm")
+    checker = make_checker(args.checker, manifest.think_end)
+    check_references(checker, [p.answer for p in problems])
+    codec = TextCodec.load(Path(args.slm), manifest)
+    for problem in [*problems, *dev_problems]:
+        check_prompt_fits(codec, prompt_messages(problem.question))
+    link = None if args.loopback else LinkProfile(args.rtt_ms / 1e3, args.bandwidth_mbit, "bench")
+    rig = RigConfig(Path(args.slm), Path(args.llm), link, args.providers, args.threads)
+    return plan, problems, dev_problems, checker, rig
+
+
+def _progress(args: argparse.Namespace, plan: Any, problems: int, dev_problems: int) -> Any:
+    from tqdm import tqdm
+
+    total = problems * plan.system_count() + (dev_problems if plan.needs_dev else 0)
+    return tqdm(total=total, file=sys.stderr, disable=args.no_progress, unit="problem", dynamic_ncols=True)
+
+
+def _run_info(args: argparse.Namespace, plan: Any, problems: int) -> dict[str, Any]:
+    from bench.machine import machine_info, now_utc
+
+    link = (f"{args.rtt_ms:g} ms RTT, {args.bandwidth_mbit:g} Mbit/s" if not args.loopback
+            else "loopback (no emulator)")
+    sampling = (f"temperature {args.temperature:g}, top-p {args.top_p:g}" if args.temperature
+                else "greedy")
+    return {
+        "title": f"{problems} problems of {args.problems}; link {link}; {sampling}; seed {args.seed}",
+        "date": now_utc(),
+        "command": "glimp bench " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
+        "machine": machine_info(),
+        "settings": {key: value for key, value in vars(args).items()},
+        "systems_planned": plan.system_count(),
+        "link": link,
+        "sampling": sampling,
+    }

@@ -1,0 +1,89 @@
+"""Writing a benchmark run to its folder: table.md, results.csv, results.json, problems.jsonl,
+pareto.png, latency_split.png and run.json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.dev_calibration import DevEntropies
+from bench.plots import plot_latency_split, plot_pareto
+from bench.report import SystemRun, csv_text, markdown_table, results_json, summarize, write_problem_records
+from bench.targets import TargetCheck, check_targets
+
+NOTES = (
+    "Latency: wall clock per problem, problems one at a time (batch 1), including the blocking "
+    "close of the cloud context at the end of each problem (one round trip).",
+    "`llm one-call`: the LLM writes reasoning and answer in one WRITE_ANSWER call from an empty "
+    "transcript. Our contract is unary, so it is measured as one unary call: the same end-to-end "
+    "latency as a stream; only the time to the first token would differ.",
+    "`random @X` and `step-avg @X` are set to the cloud share that `glimp X` reached on these "
+    "problems: random takes it as its probability; step-average takes the threshold that sends "
+    "that share of the dev set's SLM steps to the LLM (calibrated on the dev problems only).",
+    "Cloud steps % counts steps the LLM wrote (a rewritten draft included); cloud tokens % counts "
+    "kept tokens (steps and final answer) the LLM wrote. Wasted tokens: generated and thrown away "
+    "(GlimpRouter's discarded probe token, a rejected draft).",
+    "Bytes up/down: serialized gRPC messages of the LLM calls (KServe ModelInferRequest/Response); "
+    "results.csv also has the TCP payload that crossed the emulated link (HTTP/2 framing, the "
+    "closing of each cloud context included; the warm-up probe before each system is not).",
+    "`llm steps` runs through the same loop as every routed system, so it too syncs the SLM to "
+    "the transcript and probes one SLM token per step (counted in edge compute and wasted tokens).",
+    "Accuracy ± one binomial standard error.",
+)
+
+
+def write_run(out_dir: Path, runs: Sequence[SystemRun], dev: DevEntropies | None,
+              run_info: dict[str, Any]) -> dict[str, Path]:
+    """Write every output file; return them by kind."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = [summarize(r) for r in runs]
+    targets = check_targets(runs)
+    title = run_info.get("title", "")
+    extra = {"run": run_info, "dev_calibration": dev.summary() if dev else None,
+             "targets": [t.to_dict() for t in targets]}
+    paths = {
+        "table": out_dir / "table.md", "csv": out_dir / "results.csv", "json": out_dir / "results.json",
+        "problems": out_dir / "problems.jsonl", "run": out_dir / "run.json",
+        "pareto": out_dir / "pareto.png", "split": out_dir / "latency_split.png",
+    }
+    paths["table"].write_text(table_document(summaries_table=markdown_table(summaries), targets=targets,
+                                             run_info=run_info), encoding="utf-8")
+    paths["csv"].write_text(csv_text(summaries), encoding="utf-8")
+    paths["json"].write_text(results_json(summaries, extra), encoding="utf-8")
+    paths["run"].write_text(json.dumps(run_info, indent=1) + "\n", encoding="utf-8")
+    write_problem_records(runs, paths["problems"])
+    plot_pareto(summaries, paths["pareto"], title)
+    plot_latency_split(summaries, paths["split"], title)
+    return paths
+
+
+def targets_table(targets: Sequence[TargetCheck]) -> str:
+    lines = ["| target | measured | met |", "|---|---|---|"]
+    for t in targets:
+        met = "not measured" if t.met is None else ("yes" if t.met else "**no**")
+        lines.append(f"| {t.target} | {t.measured} | {met} |")
+    return "\n".join(lines) + "\n"
+
+
+def table_document(*, summaries_table: str, targets: Sequence[TargetCheck], run_info: dict[str, Any]) -> str:
+    """table.md: what was run, the table, how to read it, and the targets."""
+    machine = run_info.get("machine", {})
+    head = [
+        f"# Benchmark: {run_info.get('title', '')}",
+        "",
+        f"- date: {run_info.get('date', '')}",
+        f"- command: `{run_info.get('command', '')}`",
+        f"- machine: {machine.get('cpu_model', '')}, {machine.get('nproc', '')} cores; "
+        f"{machine.get('uname', '')}",
+        "",
+        summaries_table,
+        "Notes:",
+        *[f"- {note}" for note in NOTES],
+        "",
+        "## Targets",
+        "",
+        targets_table(targets) if targets else "No target could be measured with these systems.\n",
+    ]
+    return "\n".join(head)

@@ -1,0 +1,110 @@
+"""`BenchRig`: the pieces every system shares, started once per benchmark run.
+
+A local tritonserver serving the LLM (the project's launcher, a random edge token), a link
+emulator in front of it (delay and bandwidth, counting the bytes that really cross the wire;
+none on loopback), and the SLM loaded once in this process.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
+from cloud_service.repository import RepositorySettings, build_repository
+from cloud_service.security import new_token
+from edge_client.cloud_link import CloudLinkConfig, TritonLLM
+from edge_client.in_process_llm import check_role
+from netem import LinkEmulator, LinkProfile
+from onnx_lm import CausalLM, SessionConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """What the rig runs: the two model folders, the link, and how many threads each side gets."""
+
+    slm_dir: Path
+    llm_dir: Path
+    link: LinkProfile | None  # None: loopback, the edge dials the server directly
+    providers: str = "auto"  # both sides' execution providers
+    threads: int = 1  # intra-op threads of the SLM and of the server's LLM (0: ONNX Runtime's default)
+    call_timeout_s: float = 60.0  # deadline of every cloud call
+
+
+class BenchRig:
+    """Context manager: server up, emulator up, SLM loaded; `backend()` opens a fresh cloud link."""
+
+    def __init__(self, config: RigConfig) -> None:
+        check_role(config.slm_dir, "slm")
+        check_role(config.llm_dir, "llm")
+        self.config = config
+        self.token = new_token()
+        self.slm: CausalLM | None = None
+        self.server: TritonServer | None = None
+        self.emulator: LinkEmulator | None = None
+        self._repository: Path | None = None
+
+    def __enter__(self) -> BenchRig:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        """Where the edge dials: the emulator, or the server itself on loopback."""
+        if self.emulator is not None:
+            return self.emulator.address
+        assert self.server is not None, "start the rig first"
+        return self.server.grpc_url
+
+    def backend(self, *, resend_full: bool = False) -> TritonLLM:
+        """A new client of the server (own channel and credential); close it after use."""
+        link = CloudLinkConfig(self.url, self.token, timeout_s=self.config.call_timeout_s,
+                               resend_full=resend_full)
+        return TritonLLM(link)
+
+    def wire_bytes(self) -> tuple[int, int]:
+        """(up, down) bytes that crossed the emulated link so far; (0, 0) on loopback."""
+        return self.emulator.stats.snapshot() if self.emulator is not None else (0, 0)
+
+    def server_ready_s(self) -> float | None:
+        return self.server.ready_s if self.server is not None else None
+
+    def close(self) -> None:
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        if self._repository is not None:
+            shutil.rmtree(self._repository, ignore_errors=True)
+            self._repository = None
+
+    def _start(self) -> None:
+        cfg = self.config
+        self._repository = Path(tempfile.mkdtemp(prefix="glimp_bench_repo_"))
+        settings = RepositorySettings(link_model=True, providers=cfg.providers, intra_op_threads=cfg.threads)
+        build_repository(cfg.llm_dir, self._repository, settings)
+        server_config = ServerConfig(self._repository, grpc_port=pick_free_port(),
+                                     metrics_port=pick_free_port(), token=self.token)
+        self.server = TritonServer(server_config)
+        self.server.start()
+        log.info("tritonserver ready in %.1f s on %s", self.server.ready_s or 0.0, self.server.grpc_url)
+        if cfg.link is not None:
+            self.emulator = LinkEmulator("127.0.0.1", server_config.grpc_port, cfg.link).start()
+        self.slm = CausalLM.load(cfg.slm_dir, SessionConfig(providers=cfg.providers,
+                                                            intra_op_threads=cfg.threads))
