@@ -107,6 +107,7 @@ class BenchConfig:
     model_dir: Path | None = None  # an existing export to use instead of building the 27M model
     checkpoint_dir: Path | None = None  # its checkpoint, for genai's builder; None: work_dir/checkpoint
     probe_iterations: int = 200  # timed calls of entropy + sampling per vocabulary size
+    wait_idle_s: float = 0.0  # wait up to this long for other processes to leave the CPUs alone
 
     def __post_init__(self) -> None:
         for name in ("prompt_tokens", "new_tokens", "threads", "repeats", "step_tokens", "probe_iterations"):
@@ -545,6 +546,15 @@ def variant_contenders(folder: Path, prompt: list[int], config: BenchConfig) -> 
         Contender("numpy-KV session.run loop", lambda: numpy_loop_generate(numpy_session, prompt, n, kv),
                   "plain session.run, KV cache as numpy arrays in and out (the measured anchor's loop)"),
     ]
+    genai_graph = config.work_dir / "genai" / "model.onnx"
+    if genai_graph.is_file():
+        swapped = graph_swapped_folder(folder, genai_graph, config.work_dir / "variants" / "genai-graph")
+        genai_lm = causal_lm_with_session(swapped, cpu_session(swapped / "model.onnx", config.threads))
+        contenders.append(Contender(
+            "onnx_lm on genai builder's graph", lambda: onnx_lm_generate(genai_lm, prompt, n),
+            "onnx_lm's loop (KV grows by concat) on the graph onnxruntime-genai's builder wrote: "
+            "GroupQueryAttention with rotary inside, skip-RMSNorm; 160 nodes",
+        ))
     fused = fused_folder(folder, config.work_dir / "variants" / "fused", manifest)
     if fused is not None:
         fused_lm = causal_lm_with_session(fused, cpu_session(fused / manifest.onnx_file, config.threads))
@@ -583,6 +593,19 @@ def numpy_loop_generate(session: Any, prompt: list[int], new_tokens: int,
     return tokens, RunTiming(time.perf_counter() - started, prefill_s)
 
 
+def graph_swapped_folder(folder: Path, graph: Path, out_dir: Path) -> Path:
+    """A copy of the export folder whose model.onnx (+ external data) is `graph`'s."""
+    import shutil
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.startswith("model.onnx"):
+            shutil.copy2(path, out_dir / path.name)
+    for path in graph.parent.glob(graph.name + "*"):  # model.onnx and model.onnx.data
+        shutil.copy2(path, out_dir / path.name.replace(graph.name, "model.onnx"))
+    return out_dir
+
+
 def fused_folder(folder: Path, out_dir: Path, manifest: Any) -> Path | None:
     """A copy of the export whose graph went through ORT's transformers optimizer (None: it failed)."""
     import shutil
@@ -609,6 +632,57 @@ def fused_folder(folder: Path, out_dir: Path, manifest: Any) -> Path | None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Load from other processes (the machine is shared): measured, and optionally waited out
+# ---------------------------------------------------------------------------------------------
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat; None where there is no /proc."""
+    stat = Path("/proc/stat")
+    if not stat.is_file():
+        return None
+    fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _own_cpu_s() -> float:
+    times = os.times()  # children count once waited for (the genai worker is, before the end)
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class LoadMeter:
+    """Share of all CPUs that *other* processes kept busy between creation and `others_share()`."""
+
+    def __init__(self) -> None:
+        self._start = _cpu_jiffies()
+        self._own_start = _own_cpu_s()
+
+    def others_share(self) -> float | None:
+        end = _cpu_jiffies()
+        if self._start is None or end is None or end[1] == self._start[1]:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = (end[0] - self._start[0]) / hz
+        total = (end[1] - self._start[1]) / hz
+        return max(0.0, (busy - (_own_cpu_s() - self._own_start)) / total)
+
+
+def wait_for_idle(timeout_s: float, *, busy_below: float = 0.15, window_s: float = 2.0) -> None:
+    """Wait (up to `timeout_s`) for a `window_s` window in which the CPUs were mostly idle."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        meter = LoadMeter()
+        time.sleep(window_s)
+        share = meter.others_share()
+        if share is None or share < busy_below:
+            return
+        log.info("other processes keep %.0f%% of the CPUs busy; waiting", share * 100)
+    if timeout_s > 0:
+        log.warning("the CPUs did not go idle within %.0f s; timing under load", timeout_s)
+
+
+# ---------------------------------------------------------------------------------------------
 # The whole run
 # ---------------------------------------------------------------------------------------------
 
@@ -630,18 +704,21 @@ def run_benchmark(config: BenchConfig, shape: BenchShape = BenchShape()) -> Benc
         contenders.append(worker.contender())
     if config.with_variants:
         contenders += variant_contenders(folder, prompt, config)
+    wait_for_idle(config.wait_idle_s)
+    load = LoadMeter()
     try:
         results = time_interleaved(contenders, config)
     finally:
         if worker is not None:
             worker.close()
+    machine = {**machine_info(), "others_cpu_share_during_timing": load.others_share()}
     per_token_s = 1.0 / (results[0].decode_tokens_per_s or results[0].tokens_per_s)
     overhead = routing_overhead(
         per_token_s, config.step_tokens, _vocab_sizes(folder), config.probe_iterations
     )
     same = {r.name: r.tokens == results[0].tokens for r in results[1:]}
     return BenchReport(
-        _config_dict(config), machine_info(), _model_info(folder, prompt), results, overhead, same
+        _config_dict(config), machine, _model_info(folder, prompt), results, overhead, same
     )
 
 
@@ -708,6 +785,9 @@ def render_markdown(report: BenchReport) -> str:
         f"- Date (UTC): {machine['date_utc']}; command: `{machine['command']}`",
         f"- Machine: {machine['cpu']} ({machine['logical_cpus']} logical CPUs), {machine['platform']}, "
         f"Python {machine['python']}, onnxruntime {machine['onnxruntime']}",
+        f"- CPU share other processes used while timing: "
+        f"{_percent(machine.get('others_cpu_share_during_timing'))} (the machine is shared; "
+        "timed runs are interleaved so that load falls on every contender alike)",
         f"- Model: random {model['architecture']}, {model['parameters'] / 1e6:.1f}M parameters, "
         f"{model['num_layers']} layers, vocab {model['vocab_size']}, {model['dtype']}",
         f"- Protocol: {cfg['prompt_tokens']}-token prompt, {cfg['new_tokens']} new greedy tokens, "
@@ -732,6 +812,10 @@ def render_markdown(report: BenchReport) -> str:
     lines += ["", "The step time is N x this model's measured onnx_lm decode time per token; for a "
               "real Qwen3-size model the step is far slower, so its fraction is smaller still.", ""]
     return "\n".join(lines)
+
+
+def _percent(share: float | None) -> str:
+    return "unknown" if share is None else f"{share:.0%}"
 
 
 def write_report(report: BenchReport, out_dir: Path) -> tuple[Path, Path]:
@@ -793,6 +877,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="leave onnxruntime-genai out (env GLIMP_BENCH_NO_GENAI=1)")
     add("--no-optimum", action="store_true", default=_env("NO_OPTIMUM", "0") == "1",
         help="leave optimum out (env GLIMP_BENCH_NO_OPTIMUM=1)")
+    add("--wait-idle-s", type=float, default=float(_env("WAIT_IDLE_S", "0")),
+        help="wait up to this long for other processes to leave the CPUs idle (env GLIMP_BENCH_WAIT_IDLE_S)")
     add("--variants", action="store_true", default=_env("VARIANTS", "0") == "1",
         help="also time alternative ONNX Runtime loops (env GLIMP_BENCH_VARIANTS=1)")
     # Internal: the genai worker, run by this module inside the genai venv.
@@ -810,7 +896,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, threads=args.threads,
         repeats=args.repeats, warmup=args.warmup, genai_venv=genai, with_optimum=not args.no_optimum,
         with_variants=args.variants, step_tokens=args.step_tokens, model_dir=args.model_dir,
-        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_dir=args.checkpoint_dir, wait_idle_s=args.wait_idle_s,
     )
 
 
