@@ -1,0 +1,62 @@
+"""System definitions: family names, matched shares, fresh policies, the verify baseline's empty drafts."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.systems import (
+    FAMILIES,
+    baseline_systems,
+    matched_systems,
+    parse_families,
+    resend_twin,
+    threshold_systems,
+    verify_systems,
+)
+from edge_client.policies import Draft, Probe, RandomShare, Route, StepAverageEntropy, Verdict
+from onnx_lm.errors import BadInputError
+
+
+def test_parse_families_keeps_the_run_order_and_names_unknown_ones() -> None:
+    assert parse_families("all") == FAMILIES
+    assert parse_families("glimp-tau, slm") == ("slm", "glimp-tau")
+    with pytest.raises(BadInputError, match="glimp-taus"):
+        parse_families("slm,glimp-taus")
+
+
+def test_baselines_and_sweeps() -> None:
+    names = [s.name for s in baseline_systems(FAMILIES)]
+    assert names == ["slm", "llm one-call", "llm steps"]
+    slm, one_call, steps = baseline_systems(FAMILIES)
+    assert not slm.uses_llm and one_call.one_call and one_call.uses_llm and steps.make_policy is not None
+    assert steps.make_policy().before_step(Probe(0, 0.0, 1)).route == Route.CLOUD
+    glimp = threshold_systems([0.3])[0]
+    assert glimp.make_policy().before_step(Probe(0, 0.3, 1)).route == Route.CLOUD  # >= as in the code
+    twin = resend_twin(glimp)
+    assert twin.resend_full and twin.family == "resend" and twin.name == "glimp tau=0.3 full-resend"
+    with pytest.raises(BadInputError, match="tau"):
+        threshold_systems([-1.0])
+
+
+def test_matched_systems_copy_the_reached_share() -> None:
+    step_means = [0.1 * i for i in range(10)]  # 0.0 .. 0.9 nats
+    rand, avg = matched_systems("glimp share=0.2", 0.3, step_means, seed=5, families=FAMILIES)
+    assert rand.matched_to == avg.matched_to == "glimp share=0.2"
+    first, second = rand.make_policy(), rand.make_policy()
+    assert isinstance(first, RandomShare) and first.share == 0.3 and first.seed == 5
+    assert first is not second  # random state never leaks from one run into the next
+    policy = avg.make_policy()
+    assert isinstance(policy, StepAverageEntropy) and policy.tau == pytest.approx(0.7)  # top 3 of 10
+    only_random = matched_systems("glimp share=0.2", 0.3, step_means, seed=5, families=("random",))
+    assert [s.family for s in only_random] == ["random"]
+
+
+def test_verify_keeps_an_empty_draft_without_asking_the_llm() -> None:
+    policy = verify_systems([-0.5])[0].make_policy()
+
+    def scorer(text: str) -> float:
+        assert text, "an empty draft must not be sent to the LLM"
+        return -2.0
+
+    assert policy.after_draft(Draft("", ()), scorer).verdict == Verdict.ACCEPT
+    assert policy.after_draft(Draft("12=3*4", (0.1,)), scorer).verdict == Verdict.REWRITE
