@@ -50,12 +50,13 @@ def test_bench_on_loopback_writes_the_table_and_every_file(
     results = json.loads((tmp_path / "results.json").read_text())
     by_name = {s["name"]: s for s in results["systems"]}
     assert by_name["slm"]["bytes_up_per_problem"] == 0 and by_name["slm"]["cloud_step_share"] == 0
-    assert by_name["llm steps"]["cloud_step_share"] == 1.0 and by_name["llm steps"]["bytes_up_per_problem"] > 0
+    steps = by_name["llm steps"]
+    assert steps["cloud_step_share"] == 1.0 and steps["bytes_up_per_problem"] > 0
     assert by_name["glimp tau=0"]["wasted_tokens_per_cloud_step"] == 1.0  # the discarded probe
     assert by_name["llm one-call"]["calls_per_problem"] == 1.0
     resend = [s for s in results["systems"] if s["family"] == "resend"]
     assert len(resend) == 1 and resend[0]["name"].endswith("full-resend")
-    assert by_name["llm steps"]["wire_up_per_problem"] == 0  # loopback: no emulator to count
+    assert steps["wire_up_per_problem"] == 0  # loopback: no emulator to count
     records = (tmp_path / "problems.jsonl").read_text().splitlines()
     assert len(records) == 3 * len(results["systems"])
     assert len(list(csv.DictReader((tmp_path / "results.csv").open()))) == len(results["systems"])
