@@ -32,7 +32,8 @@ class Verdict:
 
 
 class AnswerChecker(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def check(self, output: str, expected: str) -> Verdict:
         """Judge `output` (reasoning + answer text) against the reference `expected`."""

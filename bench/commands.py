@@ -70,6 +70,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                       help="round-trip delay added by the emulator (env GLIMP_BENCH_RTT_MS)")
     link.add_argument("--bandwidth-mbit", type=float, default=_env("GLIMP_BENCH_BANDWIDTH_MBIT", "20"),
                       help="each direction, 0: unlimited (env GLIMP_BENCH_BANDWIDTH_MBIT)")
+    link.add_argument("--background-sync", action="store_true",
+                      default=_env("GLIMP_BENCH_BACKGROUND_SYNC", "") not in ("", "0", "false"),
+                      help="the link pushes SLM-written steps to the cloud while the SLM works "
+                           "(env GLIMP_BENCH_BACKGROUND_SYNC=1)")
     link.add_argument("--loopback", action="store_true",
                       default=_env("GLIMP_BENCH_LOOPBACK", "") not in ("", "0", "false"),
                       help="no emulator: dial the server directly (env GLIMP_BENCH_LOOPBACK=1)")
@@ -149,7 +153,8 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, ...]:
     for problem in [*problems, *dev_problems]:
         check_prompt_fits(codec, prompt_messages(problem.question))
     link = None if args.loopback else LinkProfile(args.rtt_ms / 1e3, args.bandwidth_mbit, "bench")
-    rig = RigConfig(Path(args.slm), Path(args.llm), link, args.providers, args.threads)
+    rig = RigConfig(Path(args.slm), Path(args.llm), link, args.providers, args.threads,
+                    background_sync=args.background_sync)
     return plan, problems, dev_problems, checker, rig
 
 

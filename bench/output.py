@@ -10,7 +10,15 @@ from typing import Any
 
 from bench.dev_calibration import DevEntropies
 from bench.plots import plot_latency_split, plot_pareto
-from bench.report import SystemRun, csv_text, markdown_table, results_json, summarize, write_problem_records
+from bench.report import (
+    SystemRun,
+    SystemSummary,
+    csv_text,
+    markdown_table,
+    results_json,
+    summarize,
+    write_problem_records,
+)
 from bench.targets import TargetCheck, check_targets
 
 NOTES = (
@@ -48,8 +56,8 @@ def write_run(out_dir: Path, runs: Sequence[SystemRun], dev: DevEntropies | None
         "problems": out_dir / "problems.jsonl", "run": out_dir / "run.json",
         "pareto": out_dir / "pareto.png", "split": out_dir / "latency_split.png",
     }
-    paths["table"].write_text(table_document(summaries_table=markdown_table(summaries), targets=targets,
-                                             run_info=run_info), encoding="utf-8")
+    paths["table"].write_text(table_document(summaries=summaries, targets=targets, run_info=run_info),
+                              encoding="utf-8")
     paths["csv"].write_text(csv_text(summaries), encoding="utf-8")
     paths["json"].write_text(results_json(summaries, extra), encoding="utf-8")
     paths["run"].write_text(json.dumps(run_info, indent=1) + "\n", encoding="utf-8")
@@ -67,7 +75,14 @@ def targets_table(targets: Sequence[TargetCheck]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_document(*, summaries_table: str, targets: Sequence[TargetCheck], run_info: dict[str, Any]) -> str:
+def degraded_note(summaries: Sequence[SystemSummary]) -> list[str]:
+    """A warning line per system in which cloud calls failed (those steps the SLM wrote)."""
+    return [f"- **{s.name}: {s.degraded_steps_per_problem:.3f} degraded steps per problem** (a cloud call "
+            "failed and the SLM wrote the step)" for s in summaries if s.degraded_steps_per_problem]
+
+
+def table_document(*, summaries: Sequence[SystemSummary], targets: Sequence[TargetCheck],
+                   run_info: dict[str, Any]) -> str:
     """table.md: what was run, the table, how to read it, and the targets."""
     machine = run_info.get("machine", {})
     head = [
@@ -78,9 +93,10 @@ def table_document(*, summaries_table: str, targets: Sequence[TargetCheck], run_
         f"- machine: {machine.get('cpu_model', '')}, {machine.get('nproc', '')} cores; "
         f"{machine.get('uname', '')}",
         "",
-        summaries_table,
+        markdown_table(summaries),
         "Notes:",
         *[f"- {note}" for note in NOTES],
+        *degraded_note(summaries),
         "",
         "## Targets",
         "",

@@ -21,7 +21,7 @@ from bench.report import SystemSummary  # noqa: E402
 from bench.systems import FAMILIES  # noqa: E402
 
 _MARKERS = dict(zip(FAMILIES, "s^vo*DPXh", strict=True))
-_COLOURS = dict(zip(FAMILIES, plt.get_cmap("tab10").colors, strict=False))
+_COLOURS = {family: f"C{index}" for index, family in enumerate(FAMILIES)}  # the default colour cycle
 _SPLIT = (
     ("edge_compute_s", "edge compute"), ("network_s", "network"), ("cloud_queue_s", "cloud queue"),
     ("cloud_compute_s_per_problem", "cloud compute"),

@@ -54,6 +54,7 @@ class SystemSummary:
     cloud_token_share: float  # kept tokens the LLM wrote (steps + answer) / all kept tokens
     steps_per_problem: float
     cloud_steps_per_problem: float
+    degraded_steps_per_problem: float  # steps the SLM wrote because a cloud call failed
     tokens_per_step: float | None  # kept step tokens / steps (None without steps)
     calls_per_problem: float
     bytes_up_per_problem: float  # serialized gRPC messages
@@ -101,6 +102,7 @@ def summarize(run: SystemRun) -> SystemSummary:
         cloud_step_share=_ratio(cloud_steps, steps),
         cloud_token_share=_ratio(sum(r.cloud_tokens for r in rows), sum(r.kept_tokens for r in rows)),
         steps_per_problem=_mean([r.steps for r in rows]), cloud_steps_per_problem=cloud_steps / n,
+        degraded_steps_per_problem=_mean([r.degraded_steps for r in rows]),
         tokens_per_step=_ratio(sum(r.step_tokens for r in rows), steps) if steps else None,
         calls_per_problem=_mean([r.calls for r in rows]),
         bytes_up_per_problem=_mean([r.bytes_up for r in rows]),

@@ -17,10 +17,13 @@ from types import TracebackType
 from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
 from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import new_token
-from edge_client.cloud_link import CloudLinkConfig, TritonLLM
+from edge_client.cloud_link import CloudLinkConfig
 from edge_client.in_process_llm import check_role
+from edge_client.resilience import BreakerState
+from edge_client.resilient_link import ResilienceConfig, ResilientLLM
 from netem import LinkEmulator, LinkProfile
 from onnx_lm import CausalLM, SessionConfig
+from onnx_lm.errors import GlimpError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class RigConfig:
     providers: str = "auto"  # both sides' execution providers
     threads: int = 1  # intra-op threads of the SLM and of the server's LLM (0: ONNX Runtime's default)
     call_timeout_s: float = 60.0  # deadline of every cloud call
+    background_sync: bool = False  # the link pushes SLM-written steps to the cloud while the SLM works
 
 
 class BenchRig:
@@ -70,11 +74,23 @@ class BenchRig:
         assert self.server is not None, "start the rig first"
         return self.server.grpc_url
 
-    def backend(self, *, resend_full: bool = False) -> TritonLLM:
-        """A new client of the server (own channel and credential); close it after use."""
+    def backend(self, *, resend_full: bool = False) -> ResilientLLM:
+        """A new client of the server, as `glimp run` uses it (retries, breaker; own channel and
+        credential), already connected: the warm-up call runs before any clock does. Close it after use.
+
+        Raises GlimpError when the server does not answer the warm-up call.
+        """
         link = CloudLinkConfig(self.url, self.token, timeout_s=self.config.call_timeout_s,
                                resend_full=resend_full)
-        return TritonLLM(link)
+        llm = ResilientLLM.connect(link, ResilienceConfig(background_sync=self.config.background_sync))
+        llm.check()
+        snapshot = llm.breaker_state()
+        if snapshot.state != BreakerState.CLOSED:
+            llm.close()
+            raise GlimpError(
+                f"the benchmark's own Triton server did not answer at {self.url}: {snapshot.reason}"
+            )
+        return llm
 
     def wire_bytes(self) -> tuple[int, int]:
         """(up, down) bytes that crossed the emulated link so far; (0, 0) on loopback."""

@@ -32,10 +32,10 @@ from bench.systems import (
     verify_systems,
 )
 from bench.targets import best_glimp
-from edge_client.cloud_link import TritonLLM
 from edge_client.config import RouterConfig, StepSettings
 from edge_client.llm_backend import LLMAction, LLMRequest
 from edge_client.loop import EdgeRouter, prompt_messages
+from edge_client.resilient_link import ResilientLLM
 from edge_client.trace import Timing, cost_parts
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,7 @@ def run_plan(rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
         if progress is not None:
             progress.set_description("dev calibration")
         with rig.backend() as llm:
-            tick = progress.update if progress is not None else None
-            dev = measure_dev(rig.slm, llm, dev_problems, plan.steps, plan.seed, tick)
+            dev = measure_dev(rig.slm, llm, dev_problems, plan.steps, plan.seed, runner.tick)
     for spec in baseline_systems(plan.families):
         runner.run(spec)
     glimp_rows = runner.run_all(threshold_systems(plan.taus) if "glimp-tau" in plan.families else [])
@@ -140,8 +139,6 @@ class _Runner:
             self.progress.set_description(spec.name)
         llm = self.rig.backend(resend_full=spec.resend_full) if spec.uses_llm else None
         try:
-            if llm is not None:
-                llm.probe()  # connect through the emulator before any clock runs
             run = self._timed(spec, llm)
         finally:
             if llm is not None:
@@ -150,7 +147,7 @@ class _Runner:
         log.info("%s: %s", spec.name, summarize(run).one_line())
         return run
 
-    def _timed(self, spec: SystemSpec, llm: TritonLLM | None) -> SystemRun:
+    def _timed(self, spec: SystemSpec, llm: ResilientLLM | None) -> SystemRun:
         up, down = self.rig.wire_bytes()
         started = time.perf_counter()
         results = self._one_calls(llm) if spec.one_call else self._routed(spec, llm)
@@ -160,7 +157,7 @@ class _Runner:
         return SystemRun(spec.name, spec.family, spec.matched_to, spec.resend_full, policy, tuple(results),
                          up_after - up, down_after - down, wall_s)
 
-    def _routed(self, spec: SystemSpec, llm: TritonLLM | None) -> list[ProblemResult]:
+    def _routed(self, spec: SystemSpec, llm: ResilientLLM | None) -> list[ProblemResult]:
         assert spec.make_policy is not None and self.rig.slm is not None
         config = RouterConfig(policy=spec.make_policy(), steps=self.plan.steps, answer_by=spec.answer_by)
         router = EdgeRouter(self.rig.slm, llm, config)
@@ -169,14 +166,14 @@ class _Runner:
             run = router.answer(problem.question, rng=problem_rng(self.plan.seed, index))
             verdict = self.checker.check(run.transcript, problem.answer)
             results.append(from_run(problem.id, problem.answer, verdict, run))
-            self._tick()
+            self.tick()
         return results
 
-    def _one_calls(self, llm: TritonLLM | None) -> list[ProblemResult]:
+    def _one_calls(self, llm: ResilientLLM | None) -> list[ProblemResult]:
         assert llm is not None
         return [self._one_call(llm, problem) for problem in self.problems]
 
-    def _one_call(self, llm: TritonLLM, problem: BenchProblem) -> ProblemResult:
+    def _one_call(self, llm: ResilientLLM, problem: BenchProblem) -> ProblemResult:
         """The LLM writes reasoning and answer in one call, as a user without this project would."""
         steps = self.plan.steps
         request = LLMRequest(LLMAction.WRITE_ANSWER, "", steps.sampling, (), steps.answer_max_tokens)
@@ -190,11 +187,11 @@ class _Runner:
         timing = Timing(0.0, timing.network_s, timing.cloud_queue_s, timing.cloud_compute_s,
                         time.perf_counter() - started)
         verdict = self.checker.check(reply.text, problem.answer)
-        self._tick()
+        self.tick()
         return from_one_call(problem.id, problem.answer, verdict, output=reply.text,
                              tokens=reply.cost.decode_tokens, timing=timing, traffic=traffic)
 
-    def _tick(self) -> None:
+    def tick(self) -> None:
         if self.progress is not None:
             self.progress.update(1)
 

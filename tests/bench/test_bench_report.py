@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -64,7 +65,7 @@ def test_markdown_and_csv_have_one_row_per_system_and_the_relative_latency() -> 
 
 
 def _scenario() -> list[SystemRun]:
-    def rows(right: int, wrong: int, **fields: object) -> list[ProblemResult]:
+    def rows(right: int, wrong: int, **fields: Any) -> list[ProblemResult]:
         row = replace(BASE, **fields)
         return [row] * right + [replace(row, correct=False)] * wrong
 

@@ -6,6 +6,7 @@ import pytest
 
 from bench.systems import (
     FAMILIES,
+    SystemSpec,
     baseline_systems,
     matched_systems,
     parse_families,
@@ -13,8 +14,21 @@ from bench.systems import (
     threshold_systems,
     verify_systems,
 )
-from edge_client.policies import Draft, Probe, RandomShare, Route, StepAverageEntropy, Verdict
+from edge_client.policies import (
+    Draft,
+    Probe,
+    RandomShare,
+    Route,
+    RoutingPolicy,
+    StepAverageEntropy,
+    Verdict,
+)
 from onnx_lm.errors import BadInputError
+
+
+def policy_of(spec: SystemSpec) -> RoutingPolicy:
+    assert spec.make_policy is not None, f"{spec.name} runs no policy"
+    return spec.make_policy()
 
 
 def test_parse_families_keeps_the_run_order_and_names_unknown_ones() -> None:
@@ -29,9 +43,9 @@ def test_baselines_and_sweeps() -> None:
     assert names == ["slm", "llm one-call", "llm steps"]
     slm, one_call, steps = baseline_systems(FAMILIES)
     assert not slm.uses_llm and one_call.one_call and one_call.uses_llm and steps.make_policy is not None
-    assert steps.make_policy().before_step(Probe(0, 0.0, 1)).route == Route.CLOUD
+    assert policy_of(steps).before_step(Probe(0, 0.0, 1)).route == Route.CLOUD
     glimp = threshold_systems([0.3])[0]
-    assert glimp.make_policy().before_step(Probe(0, 0.3, 1)).route == Route.CLOUD  # >= as in the code
+    assert policy_of(glimp).before_step(Probe(0, 0.3, 1)).route == Route.CLOUD  # >= as in the code
     twin = resend_twin(glimp)
     assert twin.resend_full and twin.family == "resend" and twin.name == "glimp tau=0.3 full-resend"
     with pytest.raises(BadInputError, match="tau"):
@@ -42,17 +56,17 @@ def test_matched_systems_copy_the_reached_share() -> None:
     step_means = [0.1 * i for i in range(10)]  # 0.0 .. 0.9 nats
     rand, avg = matched_systems("glimp share=0.2", 0.3, step_means, seed=5, families=FAMILIES)
     assert rand.matched_to == avg.matched_to == "glimp share=0.2"
-    first, second = rand.make_policy(), rand.make_policy()
+    first, second = policy_of(rand), policy_of(rand)
     assert isinstance(first, RandomShare) and first.share == 0.3 and first.seed == 5
     assert first is not second  # random state never leaks from one run into the next
-    policy = avg.make_policy()
+    policy = policy_of(avg)
     assert isinstance(policy, StepAverageEntropy) and policy.tau == pytest.approx(0.7)  # top 3 of 10
     only_random = matched_systems("glimp share=0.2", 0.3, step_means, seed=5, families=("random",))
     assert [s.family for s in only_random] == ["random"]
 
 
 def test_verify_keeps_an_empty_draft_without_asking_the_llm() -> None:
-    policy = verify_systems([-0.5])[0].make_policy()
+    policy = policy_of(verify_systems([-0.5])[0])
 
     def scorer(text: str) -> float:
         assert text, "an empty draft must not be sent to the LLM"
