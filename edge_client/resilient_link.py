@@ -25,6 +25,7 @@ reported in `CallCost.resync_*`.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import math
 import threading
@@ -33,7 +34,10 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 
-from edge_client.cloud_link import CloudLinkConfig, Exchange, TritonConversation, TritonLink, TritonLLM
+import grpc
+from tritonclient.grpc import service_pb2
+
+from edge_client.cloud_link import CloudLinkConfig, TritonConversation, TritonLink, TritonLLM
 from edge_client.errors import (
     BadInputError,
     CloudError,
@@ -52,11 +56,11 @@ from edge_client.resilience import (
     retryable,
 )
 from onnx_lm import ChatMessage, SamplingParams
-from protos import edge_cloud_v1_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 _ABSORB_SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, seed=0)  # unused by ABSORB, but required
+_HTTP2_FRAME_BYTES = 16384  # SETTINGS_MAX_FRAME_SIZE default: larger messages span several DATA frames
 
 
 @dataclass(frozen=True)
@@ -89,34 +93,113 @@ class ResilienceConfig:
 
 
 @dataclass(frozen=True)
-class LinkTotals:
-    """Everything the link exchanged, probes and closes included (bytes of serialized messages)."""
+class GrpcFraming:
+    """HTTP/2 + gRPC bytes around the messages of unary calls: what the wire adds to the trace's count.
 
-    exchanges: int
-    bytes_up: int
+    The trace counts serialized messages (`CallCost.bytes_*`). On the wire each call also has a
+    5-byte gRPC prefix and a 9-byte DATA frame header per 16 KiB frame; a HEADERS frame, in which
+    HPACK indexes the fields it has seen, but gRPC sends custom metadata (the edge token) as a
+    literal on every call; the reply's headers and trailers; and WINDOW_UPDATE frames. Each new
+    connection adds the preface, SETTINGS, BDP pings and the first, unindexed header blocks.
+    Sizes measured with grpcio 1.85 against tritonserver 2.51 through a frame-parsing proxy.
+    """
+
+    request_headers_bytes: int = 18  # HEADERS frame header + indexed fields + the grpc-timeout literal
+    response_headers_bytes: int = 22  # response HEADERS + trailers (grpc-status)
+    request_flow_bytes: int = 26  # WINDOW_UPDATEs (stream + connection) the client sends per reply
+    response_flow_bytes: int = 13  # the server's WINDOW_UPDATE per request
+    connection_up_bytes: int = 420  # preface, SETTINGS (+ack), pings, first header blocks
+    connection_down_bytes: int = 195
+
+    def request_bytes(self, message_bytes: int, metadata: Sequence[tuple[str, str]] = ()) -> int:
+        """Wire bytes of one request on an open connection carrying `message_bytes` (compressed if so)."""
+        literals = sum(_hpack_literal_bytes(key, value) for key, value in metadata)
+        return _data_bytes(message_bytes) + self.request_headers_bytes + literals + self.request_flow_bytes
+
+    def response_bytes(self, message_bytes: int) -> int:
+        """Wire bytes of one reply carrying `message_bytes`."""
+        return _data_bytes(message_bytes) + self.response_headers_bytes + self.response_flow_bytes
+
+
+def _data_bytes(message_bytes: int) -> int:
+    framed = message_bytes + 5  # gRPC: 1 compressed flag + 4 length bytes
+    return framed + 9 * max(1, math.ceil(framed / _HTTP2_FRAME_BYTES))
+
+
+def _hpack_literal_bytes(key: str, value: str) -> int:
+    """A literal header field with a new name, not indexed (RFC 7541 6.2.2), strings not Huffman-coded."""
+    return 1 + _hpack_int_bytes(len(key)) + len(key) + _hpack_int_bytes(len(value)) + len(value)
+
+
+def _hpack_int_bytes(n: int, prefix_bits: int = 7) -> int:
+    limit = (1 << prefix_bits) - 1
+    if n < limit:
+        return 1
+    n, size = n - limit, 2
+    while n >= 128:
+        n, size = n >> 7, size + 1
+    return size
+
+
+@dataclass(frozen=True)
+class LinkTotals:
+    """Everything the link exchanged, probes and closes included."""
+
+    calls: int  # gRPC calls that got a reply
+    bytes_up: int  # serialized messages, as the trace counts them
     bytes_down: int
+    connections: int  # times the channel became ready (a new TCP + HTTP/2 connection)
+    wire_up_bytes: int  # estimated wire bytes (GrpcFraming, gzip applied as gRPC does)
+    wire_down_bytes: int
 
 
 class CountingLink(TritonLink):
-    """A `TritonLink` that also sums the bytes of every exchange that got a reply (thread-safe)."""
+    """A `TritonLink` that also sums the bytes of every call that got a reply (thread-safe)."""
 
-    def __init__(self, config: CloudLinkConfig) -> None:
+    def __init__(self, config: CloudLinkConfig, framing: GrpcFraming | None = None) -> None:
         super().__init__(config)
+        self.framing = framing or GrpcFraming()
         self._count_lock = threading.Lock()
-        self._totals = LinkTotals(0, 0, 0)
+        self._totals = LinkTotals(0, 0, 0, 0, 0, 0)
+        self._channel.subscribe(self._on_state)
 
-    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None) -> Exchange:
-        done = super().exchange(request, timeout_s)
+    def send_infer(self, infer: service_pb2.ModelInferRequest,
+                   timeout_s: float | None = None) -> service_pb2.ModelInferResponse:
+        response = super().send_infer(infer, timeout_s)
+        up, down = infer.ByteSize(), response.ByteSize()
+        wire_up = self.framing.request_bytes(self._sent_bytes(infer, up), self._metadata)
+        wire_down = self.framing.response_bytes(down)
         with self._count_lock:
             was = self._totals
-            self._totals = LinkTotals(was.exchanges + 1, was.bytes_up + done.bytes_up,
-                                      was.bytes_down + done.bytes_down)
-        return done
+            self._totals = replace(
+                was, calls=was.calls + 1, bytes_up=was.bytes_up + up, bytes_down=was.bytes_down + down,
+                wire_up_bytes=was.wire_up_bytes + wire_up, wire_down_bytes=was.wire_down_bytes + wire_down,
+            )
+        return response
 
     @property
     def totals(self) -> LinkTotals:
         with self._count_lock:
             return self._totals
+
+    def close(self) -> None:
+        self._channel.unsubscribe(self._on_state)
+        super().close()
+
+    def _sent_bytes(self, infer: service_pb2.ModelInferRequest, size: int) -> int:
+        if not self.config.gzip:
+            return size
+        # gRPC sends the gzip form (level 6, as zlib's default) only when it is smaller.
+        return min(size, len(gzip.compress(infer.SerializeToString(), compresslevel=6, mtime=0)))
+
+    def _on_state(self, state: grpc.ChannelConnectivity) -> None:
+        if state != grpc.ChannelConnectivity.READY:
+            return
+        with self._count_lock:
+            was = self._totals
+            self._totals = replace(was, connections=was.connections + 1,
+                                   wire_up_bytes=was.wire_up_bytes + self.framing.connection_up_bytes,
+                                   wire_down_bytes=was.wire_down_bytes + self.framing.connection_down_bytes)
 
 
 class ResilientLLM:
@@ -136,6 +219,8 @@ class ResilientLLM:
         self.probe = HealthProbe(self.breaker, self._probe_call, probe_interval_s=self.config.probe_every_s,
                                  probe_timeout_s=self.config.probe_timeout_s).start()
         self._checked = not self.config.check_at_start
+        self.retries = 0  # calls tried again after a safe-to-retry transport error
+        self._retries_lock = threading.Lock()
         # One worker for every conversation's background sync: pushes are cheap and ordered.
         self._sync_pool = ThreadPoolExecutor(1, thread_name_prefix="cloud-sync") \
             if self.config.background_sync else None
@@ -187,6 +272,10 @@ class ResilientLLM:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+    def count_retry(self) -> None:
+        with self._retries_lock:
+            self.retries += 1
 
     def _probe_call(self, timeout_s: float) -> None:
         self.llm.probe(timeout_s)
@@ -277,7 +366,7 @@ class ResilientConversation:
         with self._state_lock:
             self._pending = None
         with self._call_lock:
-            if self._owner.breaker.allow():
+            if self._owner.breaker.state == BreakerState.CLOSED:
                 self._inner.close()
 
     # ---- the guarded call ------------------------------------------------------------------
@@ -318,6 +407,7 @@ class ResilientConversation:
                     raise
                 log.info("cloud call failed (%s); retry %d of %d in %.2f s", exc, retry, policy.max_retries,
                          delay)
+                self._owner.count_retry()
                 time.sleep(delay)
                 continue
             return reply

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from link_helpers import (
-    BREAKER_S,
+    CALL_TIMEOUT_S,
     Recording,
     StepHook,
     answer,
@@ -18,11 +19,14 @@ from link_helpers import (
     sigkill,
 )
 
-from cloud_service.launcher import TritonServer
-from edge_client.cloud_link import TritonLink
+from cloud_service.launcher import TritonServer, pick_free_port
+from cloud_service.repository import RepositorySettings, build_repository
+from edge_client.cloud_link import CloudLinkConfig, TritonLink, TritonLLM
 from edge_client.errors import NotAuthorizedError
+from edge_client.llm_backend import LLMAction, LLMRequest
 from edge_client.resilience import BreakerState
-from onnx_lm import CausalLM
+from edge_client.resilient_link import ResilientConversation
+from onnx_lm import GREEDY, CausalLM, ChatMessage
 from protos import edge_cloud_v1_pb2 as pb
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
@@ -85,3 +89,76 @@ def test_restart_resumes_cloud_steps_with_one_full_resend(
     record_property("probes_after_ready", probes_after - probes_at_ready[0])
     print(f"server ready -> first cloud step {hook.finished_at[back] - ready_at[0]:.3f} s, "
           f"{probes_after - probes_at_ready[0]} probes, steps {writers}")
+
+
+def _close_from_the_side(url: str, token: str, conversation: ResilientConversation) -> None:
+    """Evict a context through a second connection holding the same credential (an admin's CLOSE)."""
+    side = TritonLink(CloudLinkConfig(url, token, timeout_s=CALL_TIMEOUT_S))
+    try:
+        side.exchange(pb.StepRequest(protocol_version=1, context_id=conversation.context_id,
+                                     client_key=conversation.client_key, action=pb.CLOSE))
+    finally:
+        side.close()
+
+
+def _crowd_out(url: str, token: str) -> None:
+    """Another client fills the server's small cache budget: the least recently used context goes."""
+    with TritonLLM(CloudLinkConfig(url, token, timeout_s=CALL_TIMEOUT_S)) as other:
+        other.open([ChatMessage("user", "crowd")]).call(LLMRequest(LLMAction.ABSORB, "x" * 260, GREEDY))
+
+
+@pytest.fixture()
+def small_cache_server(tiny_qwen3_dir: Path, tmp_path: Path, link_token: str) -> Iterator[TritonServer]:
+    """A server whose cache holds about 300 tokens of the tiny model (about 1 KB each)."""
+    settings = RepositorySettings(link_model=True, intra_op_threads=1, cache_budget_bytes=300_000)
+    repository = build_repository(tiny_qwen3_dir, tmp_path / "repo", settings)
+    with TritonServer(server_config(repository, link_token)) as server:
+        yield server
+
+
+@pytest.mark.parametrize("how", ["close", "budget"])
+def test_eviction_mid_question_is_resynced_transparently(
+    how: str, request: pytest.FixtureRequest, link_token: str, slm: CausalLM
+) -> None:
+    fixture = "shared_server" if how == "close" else "small_cache_server"
+    server: TritonServer = request.getfixturevalue(fixture)
+    with connect(server.grpc_url, link_token) as llm:
+        reference = answer(slm, llm)
+    with connect(server.grpc_url, link_token) as llm:
+        backend = Recording(llm)
+        evict = {
+            "close": lambda: _close_from_the_side(server.grpc_url, link_token, backend.opened[0]),
+            "budget": lambda: _crowd_out(server.grpc_url, link_token),
+        }[how]
+        result = answer(slm, backend, hook=StepHook({3: evict}))
+        breaker = llm.breaker_state()
+    assert [s.writer for s in result.steps] == ["cloud"] * len(result.steps)
+    resent = [s for s in result.steps if s.traffic.resync_bytes_up]
+    assert [s.index for s in resent] == [4]
+    assert resent[0].traffic.resync_s > 0 and resent[0].traffic.resync_bytes_up < resent[0].traffic.bytes_up
+    assert breaker.opens == 0
+    assert result.transcript == reference.transcript  # greedy: eviction changed nothing
+    check_steps_whole(result, DELIMITER)
+
+
+def test_a_wrong_token_fails_at_start_and_is_not_retried(shared_server: TritonServer, slm: CausalLM) -> None:
+    events: list[object] = []
+    with connect(shared_server.grpc_url, "a-wrong-token-of-some-length") as llm:
+        with pytest.raises(NotAuthorizedError, match="GLIMP_EDGE_TOKEN"):
+            answer(slm, llm, hook=events.append)  # type: ignore[arg-type]
+        breaker, retries, probes = llm.breaker_state(), llm.retries, llm.probe.probes
+    assert events == []  # before the first step
+    assert breaker.state == BreakerState.CLOSED and breaker.opens == 0  # not hidden as "offline"
+    assert retries == 0 and probes == 0
+
+
+def test_a_cloud_down_from_the_start_still_answers_on_the_edge(slm: CausalLM, link_token: str) -> None:
+    with connect(f"127.0.0.1:{pick_free_port()}", link_token) as llm:
+        result = answer(slm, llm)
+        breaker = llm.breaker_state()
+    assert result.steps and {s.writer for s in result.steps} == {"degraded"}
+    assert result.answer_writer == "degraded"
+    assert breaker.state == BreakerState.OPEN and breaker.opens == 1
+    # One failed start check; afterwards every call failed fast without touching the network.
+    assert breaker.rejected_calls == len(result.steps) + 1
+    check_steps_whole(result, DELIMITER)

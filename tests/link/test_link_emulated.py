@@ -1,0 +1,86 @@
+"""The edge through the project's link emulator (delay, bandwidth, cuts) to a real tritonserver.
+
+Also the byte accounting: the trace counts serialized gRPC messages; the emulator counts what
+crossed the wire. The difference is HTTP/2 + gRPC framing, which `GrpcFraming` estimates.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from link_helpers import StepHook, answer, check_steps_whole, connect
+
+from cloud_service.launcher import TritonServer
+from edge_client.trace import AnswerFinished, Event
+from netem import LinkEmulator, LinkProfile
+from onnx_lm import CausalLM
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow]
+
+DELIMITER = "\n\n"
+
+
+def _emulator(server: TritonServer, profile: LinkProfile) -> LinkEmulator:
+    host, port = server.grpc_url.rsplit(":", 1)
+    return LinkEmulator(host, int(port), profile)
+
+
+def test_a_cut_mid_call_on_a_slow_link_is_retried_and_nothing_is_lost(
+    shared_server: TritonServer, link_token: str, slm: CausalLM
+) -> None:
+    reference = None
+    with connect(shared_server.grpc_url, link_token) as llm:
+        reference = answer(slm, llm)
+    slow = LinkProfile(rtt_s=0.04, bandwidth_mbit_s=2.0)
+    with _emulator(shared_server, slow) as link, connect(link.address, link_token) as llm:
+        # The next call leaves ~1 ms after step 3 ends and needs 40 ms for its round trip:
+        # cutting 10 ms later drops it in flight.
+        hook = StepHook({3: lambda: threading.Timer(0.01, link.cut).start()})
+        result = answer(slm, llm, hook=hook)
+        cuts, connections, retries = link.stats.cuts, link.stats.connections, llm.retries
+        breaker = llm.breaker_state()
+    assert cuts == 1 and connections >= 2
+    assert retries == 1 and breaker.opens == 0  # one safe retry hid the cut
+    assert [s.writer for s in result.steps] == ["cloud"] * len(result.steps)
+    check_steps_whole(result, DELIMITER)
+    assert result.transcript == reference.transcript  # greedy: the retry changed nothing
+
+
+def test_counted_bytes_against_the_wire(
+    shared_server: TritonServer, link_token: str, slm: CausalLM, record_property: pytest.RecordProperty
+) -> None:
+    with _emulator(shared_server, LinkProfile(rtt_s=0.01, bandwidth_mbit_s=20.0)) as link, \
+            connect(link.address, link_token) as llm:
+        llm.check()
+        before = llm.link_totals
+        at_answer = []
+
+        def on_event(event: Event) -> None:
+            if isinstance(event, AnswerFinished):  # before the conversation's CLOSE
+                at_answer.append(llm.link_totals)
+
+        result = answer(slm, llm, hook=on_event)  # type: ignore[arg-type]
+        llm.close()
+        wire_up, wire_down = link.stats.snapshot()
+    total, during = llm.link_totals, at_answer[0]
+    assert before is not None and total is not None
+    traffic = result.totals.traffic
+    # Every byte the trace reports went through the link, and nothing else during the question.
+    assert (during.bytes_up - before.bytes_up, during.bytes_down - before.bytes_down) == (
+        traffic.bytes_up, traffic.bytes_down)
+    # Messages alone miss the framing; with it the estimate is within 5% of the wire.
+    assert wire_up > total.bytes_up and wire_down > total.bytes_down
+    assert abs(total.wire_up_bytes / wire_up - 1) < 0.05, (total, wire_up)
+    assert abs(total.wire_down_bytes / wire_down - 1) < 0.05, (total, wire_down)
+    for name, value in {
+        "calls": total.calls, "message_bytes_up": total.bytes_up, "message_bytes_down": total.bytes_down,
+        "wire_bytes_up": wire_up, "wire_bytes_down": wire_down, "estimate_up": total.wire_up_bytes,
+        "estimate_down": total.wire_down_bytes,
+    }.items():
+        record_property(name, value)
+    up_x, down_x = wire_up / total.bytes_up, wire_down / total.bytes_down
+    up_err, down_err = total.wire_up_bytes / wire_up - 1, total.wire_down_bytes / wire_down - 1
+    print(f"\n{total.calls} calls: messages {total.bytes_up}/{total.bytes_down} B, "
+          f"wire {wire_up}/{wire_down} B (x{up_x:.2f}/x{down_x:.2f}), "
+          f"framing estimate {total.wire_up_bytes}/{total.wire_down_bytes} B ({up_err:+.1%}/{down_err:+.1%})")
