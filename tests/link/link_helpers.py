@@ -21,6 +21,8 @@ from onnx_lm import CausalLM, ChatMessage
 
 CALL_TIMEOUT_S = 10.0
 BREAKER_S = 0.5  # short back-off so the tests see the breaker close in well under a second
+DELIMITER = "\n\n"  # the tiny models' step delimiter
+THINK_END = "</think>"
 
 
 def server_config(repository: Path, token: str | None, grpc_port: int | None = None) -> ServerConfig:
@@ -92,12 +94,13 @@ def answer(slm: CausalLM, llm: object, question: str = "hello",
     return router.answer(question, on_event=hook)
 
 
-def check_steps_whole(result: RunResult, delimiter: str) -> None:
-    """No step lost or duplicated: indices 0..n-1 once each, and the transcript is exactly the steps."""
+def check_steps_whole(result: RunResult, delimiter: str = DELIMITER, think_end: str = THINK_END) -> None:
+    """No step lost or duplicated: indices 0..n-1 once each, and the transcript is exactly the steps,
+    the end-of-thinking marker the loop adds, and the answer."""
     assert [s.index for s in result.steps] == list(range(len(result.steps)))
     thinking = delimiter.join(s.text for s in result.steps)
-    assert result.transcript.startswith(thinking)
-    assert result.transcript.endswith(result.answer)
+    closing = "" if result.thinking_stop == "think_end" else delimiter + think_end
+    assert result.transcript == thinking + closing + result.answer
 
 
 def in_background(work: Callable[[], object]) -> threading.Thread:

@@ -7,18 +7,19 @@ crossed the wire. The difference is HTTP/2 + gRPC framing, which `GrpcFraming` e
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
-from link_helpers import StepHook, answer, check_steps_whole, connect
+from link_helpers import DELIMITER, StepHook, answer, check_steps_whole, connect
 
 from cloud_service.launcher import TritonServer
+from edge_client.resilient_link import LinkTotals
 from edge_client.trace import AnswerFinished, Event
 from netem import LinkEmulator, LinkProfile
 from onnx_lm import CausalLM
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
-DELIMITER = "\n\n"
 
 
 def _emulator(server: TritonServer, profile: LinkProfile) -> LinkEmulator:
@@ -48,13 +49,14 @@ def test_a_cut_mid_call_on_a_slow_link_is_retried_and_nothing_is_lost(
 
 
 def test_counted_bytes_against_the_wire(
-    shared_server: TritonServer, link_token: str, slm: CausalLM, record_property: pytest.RecordProperty
+    shared_server: TritonServer, link_token: str, slm: CausalLM,
+    record_property: Callable[[str, object], None],
 ) -> None:
     with _emulator(shared_server, LinkProfile(rtt_s=0.01, bandwidth_mbit_s=20.0)) as link, \
             connect(link.address, link_token) as llm:
         llm.check()
         before = llm.link_totals
-        at_answer = []
+        at_answer: list[LinkTotals | None] = []
 
         def on_event(event: Event) -> None:
             if isinstance(event, AnswerFinished):  # before the conversation's CLOSE
@@ -64,7 +66,7 @@ def test_counted_bytes_against_the_wire(
         llm.close()
         wire_up, wire_down = link.stats.snapshot()
     total, during = llm.link_totals, at_answer[0]
-    assert before is not None and total is not None
+    assert before is not None and total is not None and during is not None
     traffic = result.totals.traffic
     # Every byte the trace reports went through the link, and nothing else during the question.
     assert (during.bytes_up - before.bytes_up, during.bytes_down - before.bytes_down) == (

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from link_helpers import (
     CALL_TIMEOUT_S,
+    DELIMITER,
     Recording,
     StepHook,
     answer,
@@ -31,7 +33,6 @@ from protos import edge_cloud_v1_pb2 as pb
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
-DELIMITER = "\n\n"
 
 
 def test_sigkill_mid_question_degrades_every_later_step_and_loses_none(
@@ -51,7 +52,7 @@ def test_sigkill_mid_question_degrades_every_later_step_and_loses_none(
 
 
 def test_restart_resumes_cloud_steps_with_one_full_resend(
-    link_repository: Path, link_token: str, slm: CausalLM, record_property: pytest.RecordProperty
+    link_repository: Path, link_token: str, slm: CausalLM, record_property: Callable[[str, object], None]
 ) -> None:
     config = server_config(link_repository, link_token)
     servers = [TritonServer(config)]
@@ -62,9 +63,14 @@ def test_restart_resumes_cloud_steps_with_one_full_resend(
         servers[-1].start()
         ready_at.append(time.monotonic())
 
-    restarting = []
+    restarting: list[threading.Thread] = []
+
+    def crash_and_restart() -> None:
+        sigkill(servers[0])
+        restarting.append(in_background(restart))
+
     hook = StepHook(pause_s=0.05)
-    hook.actions[1] = lambda: (sigkill(servers[0]), restarting.append(in_background(restart)))
+    hook.actions[1] = crash_and_restart
     hook.actions[2] = lambda: restarting[0].join(120)  # step 2 ran degraded; now wait for the server
     try:
         servers[0].start()
