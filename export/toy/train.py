@@ -338,6 +338,22 @@ def train(
     )
 
 
+def _optimizer_step(run: _Run, config: TrainConfig, task: TaskConfig, codec: CharCodec) -> float:
+    """One AdamW step on the fresh batch of step `run.step`; return its loss."""
+    import torch
+
+    batch = train_batch(config.seed, run.step, config.batch_size, task)
+    ids, mask, labels = (t.to(config.device) for t in encode_batch(batch, codec))
+    loss = solution_loss(run.model, ids, mask, labels)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.step += 1
+    return float(loss.item())
+
+
 def _loop(
     run: _Run,
     config: TrainConfig,
@@ -349,7 +365,6 @@ def _loop(
     progress: bool,
     bar_label: tuple[str, int],
 ) -> None:
-    import torch
     from tqdm import tqdm
 
     run.model.train()
@@ -364,16 +379,7 @@ def _loop(
         mininterval=2.0,
     ) as bar:
         while run.step < config.steps:
-            batch = train_batch(config.seed, run.step, config.batch_size, task)
-            ids, mask, labels = (t.to(config.device) for t in encode_batch(batch, codec))
-            loss = solution_loss(run.model, ids, mask, labels)
-            run.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
-            run.optimizer.step()
-            run.scheduler.step()
-            run.step += 1
-            window.append(step_loss := loss.item())
+            window.append(step_loss := _optimizer_step(run, config, task, codec))
             if run.step % config.log_every == 0 or run.step == config.steps:
                 run.losses.append((run.step, sum(window) / len(window)))
                 bar.set_postfix(loss=f"{run.losses[-1][1]:.4f}")
