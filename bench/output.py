@@ -23,7 +23,8 @@ from bench.targets import TargetCheck, check_targets
 
 NOTES = (
     "Latency: wall clock per problem, problems one at a time (batch 1), including the blocking "
-    "close of the cloud context at the end of each problem (one round trip).",
+    "close of the cloud context at the end of each problem (one round trip; its own bar in "
+    "latency_split.png, `close_s` in results.csv).",
     "`llm one-call`: the LLM writes reasoning and answer in one WRITE_ANSWER call from an empty "
     "transcript. Our contract is unary, so it is measured as one unary call: the same end-to-end "
     "latency as a stream; only the time to the first token would differ.",
@@ -70,7 +71,7 @@ def write_run(out_dir: Path, runs: Sequence[SystemRun], dev: DevEntropies | None
 def targets_table(targets: Sequence[TargetCheck]) -> str:
     lines = ["| target | measured | met |", "|---|---|---|"]
     for t in targets:
-        met = "not measured" if t.met is None else ("yes" if t.met else "**no**")
+        met = "-" if t.met is None else ("yes" if t.met else "**no**")
         lines.append(f"| {t.target} | {t.measured} | {met} |")
     return "\n".join(lines) + "\n"
 

@@ -25,8 +25,8 @@ _COLOURS = {family: f"C{index}" for index, family in enumerate(FAMILIES)}  # the
 _SPLIT = (
     ("edge_compute_s", "edge compute"), ("network_s", "network"), ("cloud_queue_s", "cloud queue"),
     ("cloud_compute_s_per_problem", "cloud compute"),
-    ("other_s", "other: closing the cloud context\n(a round trip), tokenizing, syncing,\n"
-                "Python between calls"),
+    ("close_s", "closing the cloud context\n(one blocking round trip)"),
+    ("other_s", "other: tokenizing, syncing,\nPython between calls"),
 )
 
 

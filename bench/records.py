@@ -26,6 +26,7 @@ class ProblemResult:
     network_s: float
     cloud_queue_s: float
     cloud_compute_s: float
+    close_s: float  # closing the cloud context at the end (a blocking round trip in the loop)
     steps: int
     cloud_steps: int  # steps the LLM wrote (a rewritten draft counts here)
     degraded_steps: int
@@ -53,14 +54,15 @@ class ProblemResult:
         return asdict(self)
 
 
-def from_run(problem_id: str, expected: str, verdict: Verdict, run: RunResult) -> ProblemResult:
+def from_run(problem_id: str, expected: str, verdict: Verdict, run: RunResult,
+             close_s: float) -> ProblemResult:
     """The record of a problem answered through the edge loop."""
     totals = run.totals
     timing, traffic = totals.timing, totals.traffic
     return ProblemResult(
         problem_id=problem_id, correct=verdict.correct, predicted=verdict.predicted, expected=expected,
         wall_s=timing.wall_s, edge_compute_s=timing.edge_compute_s, network_s=timing.network_s,
-        cloud_queue_s=timing.cloud_queue_s, cloud_compute_s=timing.cloud_compute_s,
+        cloud_queue_s=timing.cloud_queue_s, cloud_compute_s=timing.cloud_compute_s, close_s=close_s,
         steps=totals.steps, cloud_steps=totals.cloud_steps, degraded_steps=totals.degraded_steps,
         step_tokens=sum(s.step_tokens for s in run.steps),
         cloud_step_tokens=sum(s.step_tokens for s in run.steps if s.writer == "cloud"),
@@ -72,12 +74,12 @@ def from_run(problem_id: str, expected: str, verdict: Verdict, run: RunResult) -
 
 
 def from_one_call(problem_id: str, expected: str, verdict: Verdict, *, output: str, tokens: int,
-                  timing: Timing, traffic: Traffic) -> ProblemResult:
+                  timing: Timing, traffic: Traffic, close_s: float) -> ProblemResult:
     """The record of a problem the LLM answered in one call (reasoning and answer together)."""
     return ProblemResult(
         problem_id=problem_id, correct=verdict.correct, predicted=verdict.predicted, expected=expected,
         wall_s=timing.wall_s, edge_compute_s=timing.edge_compute_s, network_s=timing.network_s,
-        cloud_queue_s=timing.cloud_queue_s, cloud_compute_s=timing.cloud_compute_s,
+        cloud_queue_s=timing.cloud_queue_s, cloud_compute_s=timing.cloud_compute_s, close_s=close_s,
         steps=0, cloud_steps=0, degraded_steps=0, step_tokens=0, cloud_step_tokens=0,
         answer_tokens=tokens, answer_by_cloud=True, wasted_tokens=0, bytes_up=traffic.bytes_up,
         bytes_down=traffic.bytes_down, resync_bytes_up=traffic.resync_bytes_up, calls=traffic.calls,

@@ -67,7 +67,8 @@ class SystemSummary:
     edge_compute_s: float  # the latency split, means per problem
     network_s: float
     cloud_queue_s: float
-    other_s: float  # wall minus the four parts: tokenizing, syncing, Python between calls
+    close_s: float  # closing the cloud context at the end of a problem
+    other_s: float  # wall minus the parts above: tokenizing, syncing, Python between calls
 
     def one_line(self) -> str:
         return (f"accuracy {self.accuracy:.1%}, {self.latency_mean_s * 1e3:.1f} ms/problem, "
@@ -93,7 +94,7 @@ def summarize(run: SystemRun) -> SystemSummary:
     cloud_steps, steps = sum(r.cloud_steps for r in rows), sum(r.steps for r in rows)
     # Wasted tokens per cloud step stays None without cloud steps: 0 would read as "no waste".
     wasted = sum(r.wasted_tokens for r in rows)
-    parts = [r.edge_compute_s + r.network_s + r.cloud_queue_s + r.cloud_compute_s for r in rows]
+    parts = [r.edge_compute_s + r.network_s + r.cloud_queue_s + r.cloud_compute_s + r.close_s for r in rows]
     return SystemSummary(
         name=run.name, family=run.family, matched_to=run.matched_to, policy=run.policy, problems=n,
         accuracy=accuracy, accuracy_se=math.sqrt(accuracy * (1 - accuracy) / n),
@@ -112,7 +113,7 @@ def summarize(run: SystemRun) -> SystemSummary:
         wasted_tokens_per_problem=_mean([r.wasted_tokens for r in rows]),
         wasted_tokens_per_cloud_step=wasted / cloud_steps if cloud_steps else None,
         edge_compute_s=_mean([r.edge_compute_s for r in rows]), network_s=_mean([r.network_s for r in rows]),
-        cloud_queue_s=_mean([r.cloud_queue_s for r in rows]),
+        cloud_queue_s=_mean([r.cloud_queue_s for r in rows]), close_s=_mean([r.close_s for r in rows]),
         other_s=_mean([max(0.0, r.wall_s - p) for r, p in zip(rows, parts, strict=True)]),
     )
 

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from bench.checkers import AnswerChecker
 from bench.dev_calibration import DevEntropies, measure_dev, problem_rng
+from bench.instrument import CloseTimer
 from bench.problems import BenchProblem
 from bench.records import ProblemResult, from_one_call, from_run
 from bench.report import SystemRun, summarize
@@ -72,7 +73,8 @@ class BenchPlan:
         count += len(self.shares) * sum(f in self.families for f in MATCHED_FAMILIES)
         count += len(self.verify_thresholds) * ("verify" in self.families)
         glimp_runs = any(f in self.families for f in GLIMP_FAMILIES)
-        return count + int("resend" in self.families and glimp_runs)
+        resends = int(glimp_runs) + int("llm-steps" in self.families)
+        return count + resends * ("resend" in self.families)
 
 
 def run_plan(rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
@@ -105,6 +107,8 @@ def run_plan(rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
             runner.run(resend_twin(chosen))
         else:
             log.warning("no GlimpRouter system ran, so there is nothing to rerun over a full-resend link")
+        # For scale: the most cloud calls per problem, so the most a full resend can cost.
+        runner.run_all([resend_twin(s) for s in baseline_systems(plan.families) if s.family == "llm-steps"])
     return runner.runs, dev
 
 
@@ -160,12 +164,14 @@ class _Runner:
     def _routed(self, spec: SystemSpec, llm: ResilientLLM | None) -> list[ProblemResult]:
         assert spec.make_policy is not None and self.rig.slm is not None
         config = RouterConfig(policy=spec.make_policy(), steps=self.plan.steps, answer_by=spec.answer_by)
-        router = EdgeRouter(self.rig.slm, llm, config)
+        timer = CloseTimer(llm) if llm is not None else None
+        router = EdgeRouter(self.rig.slm, timer, config)
         results = []
         for index, problem in enumerate(self.problems):
             run = router.answer(problem.question, rng=problem_rng(self.plan.seed, index))
             verdict = self.checker.check(run.transcript, problem.answer)
-            results.append(from_run(problem.id, problem.answer, verdict, run))
+            close_s = timer.take_close_s() if timer is not None else 0.0
+            results.append(from_run(problem.id, problem.answer, verdict, run, close_s))
             self.tick()
         return results
 
@@ -182,14 +188,17 @@ class _Runner:
         try:
             reply = conversation.call(request)
         finally:
+            closing = time.perf_counter()
             conversation.close()  # timed, as in the loop, which closes its context before returning
+            close_s = time.perf_counter() - closing
         timing, traffic = cost_parts([reply.cost])
         timing = Timing(0.0, timing.network_s, timing.cloud_queue_s, timing.cloud_compute_s,
                         time.perf_counter() - started)
         verdict = self.checker.check(reply.text, problem.answer)
         self.tick()
         return from_one_call(problem.id, problem.answer, verdict, output=reply.text,
-                             tokens=reply.cost.decode_tokens, timing=timing, traffic=traffic)
+                             tokens=reply.cost.decode_tokens, timing=timing, traffic=traffic,
+                             close_s=close_s)
 
     def tick(self) -> None:
         if self.progress is not None:

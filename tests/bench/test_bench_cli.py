@@ -54,8 +54,10 @@ def test_bench_on_loopback_writes_the_table_and_every_file(
     assert steps["cloud_step_share"] == 1.0 and steps["bytes_up_per_problem"] > 0
     assert by_name["glimp tau=0"]["wasted_tokens_per_cloud_step"] == 1.0  # the discarded probe
     assert by_name["llm one-call"]["calls_per_problem"] == 1.0
-    resend = [s for s in results["systems"] if s["family"] == "resend"]
-    assert len(resend) == 1 and resend[0]["name"].endswith("full-resend")
+    resend = [s["name"] for s in results["systems"] if s["family"] == "resend"]
+    assert resend == ["glimp tau=100 full-resend", "llm steps full-resend"]  # the fastest GlimpRouter row
+    assert by_name["llm steps full-resend"]["calls_per_problem"] == steps["calls_per_problem"]
+    assert sum(s["close_s"] for s in results["systems"]) > 0
     assert steps["wire_up_per_problem"] == 0  # loopback: no emulator to count
     records = (tmp_path / "problems.jsonl").read_text().splitlines()
     assert len(records) == 3 * len(results["systems"])

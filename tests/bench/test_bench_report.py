@@ -15,7 +15,8 @@ from bench.targets import best_glimp, check_targets
 
 BASE = ProblemResult(
     problem_id="p", correct=True, predicted="1", expected="1", wall_s=0.1, edge_compute_s=0.01,
-    network_s=0.04, cloud_queue_s=0.0, cloud_compute_s=0.02, steps=4, cloud_steps=0, degraded_steps=0,
+    network_s=0.04, cloud_queue_s=0.0, cloud_compute_s=0.02, close_s=0.0, steps=4, cloud_steps=0,
+    degraded_steps=0,
     step_tokens=20, cloud_step_tokens=0, answer_tokens=5, answer_by_cloud=True, wasted_tokens=0,
     bytes_up=100, bytes_down=80, resync_bytes_up=0, calls=1, thinking_stop="think_end", output="A:1",
 )
