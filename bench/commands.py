@@ -26,12 +26,12 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
-def _floats(text: str, what: str) -> tuple[float, ...]:
+def _floats(text: str, what: str, *, allow_empty: bool = False) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise BadInputError(f"{what} must be comma-separated numbers, got {text!r}") from None
-    if not values:
+    if not values and not allow_empty:
         raise BadInputError(f"{what} is empty; give at least one number")
     return values
 
@@ -62,9 +62,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     systems.add_argument("--shares", default=_env("GLIMP_BENCH_SHARES", "0.1,0.2,0.3"),
                          help="GlimpRouter target cloud shares; random and step-average match them "
                               "(env GLIMP_BENCH_SHARES)")
-    systems.add_argument("--verify-thresholds", default=_env("GLIMP_BENCH_VERIFY_THRESHOLDS", "-0.5"),
-                         help="generate-then-verify: rewrite a draft whose mean LLM log-prob per token is "
-                              "below this (env GLIMP_BENCH_VERIFY_THRESHOLDS)")
+    systems.add_argument("--verify-thresholds", default=_env("GLIMP_BENCH_VERIFY_THRESHOLDS", ""),
+                         help="generate-then-verify rows with fixed thresholds, on top of those matched to "
+                              "each share: rewrite a draft whose mean LLM log-prob per token is below it "
+                              "(env GLIMP_BENCH_VERIFY_THRESHOLDS; default none)")
     link = parser.add_argument_group("the emulated link")
     link.add_argument("--rtt-ms", type=float, default=_env("GLIMP_BENCH_RTT_MS", "40"),
                       help="round-trip delay added by the emulator (env GLIMP_BENCH_RTT_MS)")
@@ -138,9 +139,9 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, ...]:
 
     steps = StepSettings(temperature=args.temperature, top_p=args.top_p, max_step_tokens=args.max_step_tokens,
                          budget_tokens=args.budget, answer_max_tokens=args.answer_max_tokens, seed=args.seed)
+    fixed_verify = _floats(args.verify_thresholds, "--verify-thresholds", allow_empty=True)
     plan = BenchPlan(parse_families(args.systems), _floats(args.taus, "--taus"),
-                     _floats(args.shares, "--shares"), _floats(args.verify_thresholds, "--verify-thresholds"),
-                     steps, args.seed)
+                     _floats(args.shares, "--shares"), fixed_verify, steps, args.seed)
     if args.seed < 0:
         raise BadInputError(f"--seed must be >= 0, got {args.seed}")
     problems = read_problems(args.problems, args.limit)

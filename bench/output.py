@@ -28,9 +28,11 @@ NOTES = (
     "`llm one-call`: the LLM writes reasoning and answer in one WRITE_ANSWER call from an empty "
     "transcript. Our contract is unary, so it is measured as one unary call: the same end-to-end "
     "latency as a stream; only the time to the first token would differ.",
-    "`random @X` and `step-avg @X` are set to the cloud share that `glimp X` reached on these "
-    "problems: random takes it as its probability; step-average takes the threshold that sends "
-    "that share of the dev set's SLM steps to the LLM (calibrated on the dev problems only).",
+    "`random @X`, `step-avg @X` and `verify @X` are set to the cloud share that `glimp X` reached "
+    "on these problems: random takes it as its probability; step-average (mean entropy of the SLM's "
+    "draft) and verify (the LLM's mean log-probability per token of the draft, SpecReason's manner) "
+    "take the threshold that sends that share of the dev set's SLM steps to the LLM (calibrated on "
+    "the dev problems only).",
     "Cloud steps % counts steps the LLM wrote (a rewritten draft included); cloud tokens % counts "
     "kept tokens (steps and final answer) the LLM wrote. Wasted tokens: generated and thrown away "
     "(GlimpRouter's discarded probe token, a rejected draft).",

@@ -57,13 +57,13 @@ class BenchPlan:
     families: tuple[str, ...]
     taus: tuple[float, ...] = (0.1, 0.3, 0.6, 1.0)
     shares: tuple[float, ...] = (0.1, 0.2, 0.3)
-    verify_thresholds: tuple[float, ...] = (-0.5,)
+    verify_thresholds: tuple[float, ...] = ()  # fixed thresholds, on top of the matched ones
     steps: StepSettings = StepSettings(temperature=0.0, top_p=1.0, seed=0)
     seed: int = 0
 
     @property
     def needs_dev(self) -> bool:
-        return "glimp-share" in self.families or "step-average" in self.families
+        return any(f in self.families for f in ("glimp-share", "step-average", "verify"))
 
     def system_count(self) -> int:
         """How many systems the plan runs (for the progress bar)."""
@@ -88,7 +88,8 @@ def run_plan(rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
         if progress is not None:
             progress.set_description("dev calibration")
         with rig.backend() as llm:
-            dev = measure_dev(rig.slm, llm, dev_problems, plan.steps, plan.seed, runner.tick)
+            dev = measure_dev(rig.slm, llm, dev_problems, plan.steps, plan.seed,
+                              score="verify" in plan.families, on_problem=runner.tick)
     for spec in baseline_systems(plan.families):
         runner.run(spec)
     glimp_rows = runner.run_all(threshold_systems(plan.taus) if "glimp-tau" in plan.families else [])
@@ -117,14 +118,13 @@ def _matched(plan: BenchPlan, share_rows: list[tuple[SystemSpec, SystemRun]],
     """Random and step-average at the share each GlimpRouter share row reached (or the target shares)."""
     if not any(f in plan.families for f in MATCHED_FAMILIES):
         return []
-    step_means = dev.step_mean_nats if dev is not None else ()
     if share_rows:
         targets = [(run.name, summarize(run).cloud_step_share) for _, run in share_rows]
     else:
         targets = [(f"glimp share={s:g}", s) for s in plan.shares]
     specs = []
     for name, share in targets:
-        specs += matched_systems(name, share, step_means, plan.seed, plan.families)
+        specs += matched_systems(name, share, dev, plan.seed, plan.families)
     return specs
 
 

@@ -15,7 +15,8 @@ Families (the names `--systems` takes):
   step-average   the SLM drafts, the LLM rewrites when the draft's mean entropy >= a threshold
                  calibrated on the dev set to GlimpRouter's reached share
   verify         generate-then-verify (SpecReason's manner): the LLM scores every draft by its
-                 mean log-likelihood per token and rewrites it below a threshold
+                 mean log-likelihood per token and rewrites it below a threshold, calibrated on
+                 the dev set to GlimpRouter's reached share (and any fixed thresholds asked for)
   resend         the best GlimpRouter setting again over a link that resends the whole
                  transcript on every call (the uplink baseline)
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from bench.dev_calibration import DevEntropies
 from edge_client.calibrate import Calibration, tau_for_share
 from edge_client.config import ANSWER_WRITERS
 from edge_client.policies import (
@@ -48,7 +50,7 @@ FAMILIES = (
     "resend",
 )
 GLIMP_FAMILIES = ("glimp-tau", "glimp-share")
-MATCHED_FAMILIES = ("random", "step-average")
+MATCHED_FAMILIES = ("random", "step-average", "verify")
 
 
 @dataclass(frozen=True)
@@ -114,22 +116,26 @@ def share_systems(shares: Sequence[float], calibration: Calibration) -> list[Sys
     return [SystemSpec(f"glimp share={s:g}", "glimp-share", _target_share(s, calibration)) for s in shares]
 
 
-def matched_systems(glimp_name: str, reached_share: float, step_means_nats: Sequence[float], seed: int,
+def matched_systems(glimp_name: str, reached_share: float, dev: DevEntropies | None, seed: int,
                     families: Sequence[str]) -> list[SystemSpec]:
-    """Random routing and step-average entropy set to the cloud share `glimp_name` reached.
+    """Random, step-average and verify set to the cloud share `glimp_name` reached.
 
-    Random takes the share as its probability; step-average takes the threshold that sends that
-    share of the dev set's SLM steps to the LLM (calibrated on dev, never on the test problems).
+    Random takes the share as its probability; step-average and verify take the threshold that
+    sends that share of the dev set's SLM steps to the LLM (calibrated on the dev problems,
+    never on the test ones).
     """
     label = glimp_name.removeprefix("glimp ")
     specs = []
     if "random" in families:
         specs.append(SystemSpec(f"random @{label}", "random", _random(reached_share, seed),
                                 matched_to=glimp_name))
-    if "step-average" in families:
-        tau = tau_for_share(step_means_nats, reached_share)
+    if "step-average" in families and dev is not None:
+        tau = tau_for_share(dev.step_mean_nats, reached_share)
         specs.append(SystemSpec(f"step-avg @{label}", "step-average", _step_average(tau),
                                 matched_to=glimp_name))
+    if "verify" in families and dev is not None and dev.llm_scores:
+        threshold = dev.verify_threshold(reached_share)
+        specs.append(SystemSpec(f"verify @{label}", "verify", _verify(threshold), matched_to=glimp_name))
     return specs
 
 

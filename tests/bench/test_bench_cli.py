@@ -75,12 +75,14 @@ def test_bench_through_the_emulator_matches_shares_on_the_dev_set(
                   "--shares", "0.5", "--verify-thresholds", "-100") == 0
     results = json.loads((tmp_path / "results.json").read_text())
     names = [s["name"] for s in results["systems"]]
-    assert names == ["glimp share=0.5", "random @share=0.5", "step-avg @share=0.5", "verify lp<-100"]
-    assert results["dev_calibration"]["steps"] > 0
+    assert names == ["glimp share=0.5", "random @share=0.5", "step-avg @share=0.5", "verify @share=0.5",
+                     "verify lp<-100"]
+    dev = results["dev_calibration"]
+    assert dev["steps"] > 0 and dev["llm_score_mean_nats_per_token"] < 0
     glimp = results["systems"][0]
     assert glimp["wire_up_per_problem"] >= glimp["bytes_up_per_problem"] > 0  # framing on top of messages
-    verify = results["systems"][3]
-    assert verify["cloud_step_share"] == 0 and verify["calls_per_problem"] > 1  # every draft scored, kept
+    fixed = results["systems"][4]
+    assert fixed["cloud_step_share"] == 0 and fixed["calls_per_problem"] > 1  # every draft scored, kept
 
 
 def test_bench_rejects_bad_input_before_starting_a_server(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.dev_calibration import DevEntropies
 from bench.systems import (
     FAMILIES,
     SystemSpec,
@@ -22,6 +23,7 @@ from edge_client.policies import (
     RoutingPolicy,
     StepAverageEntropy,
     Verdict,
+    VerifyByScore,
 )
 from onnx_lm.errors import BadInputError
 
@@ -53,16 +55,21 @@ def test_baselines_and_sweeps() -> None:
 
 
 def test_matched_systems_copy_the_reached_share() -> None:
-    step_means = [0.1 * i for i in range(10)]  # 0.0 .. 0.9 nats
-    rand, avg = matched_systems("glimp share=0.2", 0.3, step_means, seed=5, families=FAMILIES)
-    assert rand.matched_to == avg.matched_to == "glimp share=0.2"
+    dev = DevEntropies(first_token_nats=(0.5,) * 10, step_mean_nats=tuple(0.1 * i for i in range(10)),
+                       llm_scores=tuple(-0.1 * i for i in range(10)), questions=2)
+    rand, avg, verify = matched_systems("glimp share=0.2", 0.3, dev, seed=5, families=FAMILIES)
+    assert rand.matched_to == avg.matched_to == verify.matched_to == "glimp share=0.2"
+    assert verify.name == "verify @share=0.2"
+    judge = policy_of(verify)
+    assert isinstance(judge, VerifyByScore) and judge.threshold == pytest.approx(-0.6)  # 3 of 10 below
     first, second = policy_of(rand), policy_of(rand)
     assert isinstance(first, RandomShare) and first.share == 0.3 and first.seed == 5
     assert first is not second  # random state never leaks from one run into the next
     policy = policy_of(avg)
     assert isinstance(policy, StepAverageEntropy) and policy.tau == pytest.approx(0.7)  # top 3 of 10
-    only_random = matched_systems("glimp share=0.2", 0.3, step_means, seed=5, families=("random",))
+    only_random = matched_systems("glimp share=0.2", 0.3, dev, seed=5, families=("random",))
     assert [s.family for s in only_random] == ["random"]
+    assert dev.verify_threshold(0.0) < -0.9 and dev.verify_threshold(1.0) == 0.0
 
 
 def test_verify_keeps_an_empty_draft_without_asking_the_llm() -> None:
