@@ -7,7 +7,7 @@ An `LLMBackend` around `TritonLLM` that adds what a laptop or a Jetson on a flak
 - a circuit breaker: after a call fails (its retries spent) every call fails at once with
   `CloudUnavailableError` for the back-off period, so the loop lets the SLM write the step
   without waiting (the step is marked "degraded"); a background `HealthProbe` (a real tiny
-  inference) closes it when the cloud answers again;
+  inference, on a fresh channel: see `ManagedLink`) closes it when the cloud answers again;
 - a check call on the first `open()`: a wrong edge token raises `NotAuthorizedError` there,
   before any step, instead of hiding as "offline"; an unreachable cloud only opens the breaker;
 - optional background context sync: `push(transcript)` sends the SLM's steps as ABSORB calls
@@ -37,7 +37,13 @@ from dataclasses import dataclass, field, fields, replace
 import grpc
 from tritonclient.grpc import service_pb2
 
-from edge_client.cloud_link import CloudLinkConfig, TritonConversation, TritonLink, TritonLLM
+from edge_client.cloud_link import (
+    TOKEN_METADATA_KEY,
+    CloudLinkConfig,
+    TritonConversation,
+    TritonLink,
+    TritonLLM,
+)
 from edge_client.errors import (
     BadInputError,
     CloudError,
@@ -153,23 +159,32 @@ class LinkTotals:
     wire_down_bytes: int
 
 
-class CountingLink(TritonLink):
-    """A `TritonLink` that also sums the bytes of every call that got a reply (thread-safe)."""
+class ManagedLink(TritonLink):
+    """A `TritonLink` that counts the bytes of every call and can start over on a fresh channel.
+
+    gRPC backs off between attempts to reconnect to a server that refused connections (1 s,
+    growing to 120 s), so a channel that lived through a long outage can find a returning cloud
+    only many seconds after it is back. The health probe therefore asks on a fresh channel
+    (`renew`), and once a probe succeeds that connected channel carries the calls that follow.
+    """
 
     def __init__(self, config: CloudLinkConfig, framing: GrpcFraming | None = None) -> None:
-        super().__init__(config)
+        # Deliberately not TritonLink.__init__: the channel belongs to the inner link, which
+        # `renew` replaces; `exchange` (inherited) sends through `send_infer` below.
+        self.config = config
         self.framing = framing or GrpcFraming()
-        self._count_lock = threading.Lock()
+        self._token_metadata = ((TOKEN_METADATA_KEY, config.token),) if config.token else ()
+        self._lock = threading.Lock()
         self._totals = LinkTotals(0, 0, 0, 0, 0, 0)
-        self._channel.subscribe(self._on_state)
+        self._inner = self._new_inner()
 
     def send_infer(self, infer: service_pb2.ModelInferRequest,
                    timeout_s: float | None = None) -> service_pb2.ModelInferResponse:
-        response = super().send_infer(infer, timeout_s)
+        response = self._inner.send_infer(infer, timeout_s)
         up, down = infer.ByteSize(), response.ByteSize()
-        wire_up = self.framing.request_bytes(self._sent_bytes(infer, up), self._metadata)
+        wire_up = self.framing.request_bytes(self._sent_bytes(infer, up), self._token_metadata)
         wire_down = self.framing.response_bytes(down)
-        with self._count_lock:
+        with self._lock:
             was = self._totals
             self._totals = replace(
                 was, calls=was.calls + 1, bytes_up=was.bytes_up + up, bytes_down=was.bytes_down + down,
@@ -179,12 +194,28 @@ class CountingLink(TritonLink):
 
     @property
     def totals(self) -> LinkTotals:
-        with self._count_lock:
+        with self._lock:
             return self._totals
 
+    def renew(self) -> None:
+        """Carry on over a new channel (connecting at once); calls still on the old one are cancelled."""
+        fresh = self._new_inner()
+        with self._lock:
+            old, self._inner = self._inner, fresh
+        self._retire(old)
+
     def close(self) -> None:
-        self._channel.unsubscribe(self._on_state)
-        super().close()
+        self._retire(self._inner)
+
+    def _new_inner(self) -> TritonLink:
+        link = TritonLink(self.config)
+        # cloud_link has no public accessor for the channel (yet): count connections on it.
+        link._channel.subscribe(self._on_state)
+        return link
+
+    def _retire(self, link: TritonLink) -> None:
+        link._channel.unsubscribe(self._on_state)
+        link.close()
 
     def _sent_bytes(self, infer: service_pb2.ModelInferRequest, size: int) -> int:
         if not self.config.gzip:
@@ -195,7 +226,7 @@ class CountingLink(TritonLink):
     def _on_state(self, state: grpc.ChannelConnectivity) -> None:
         if state != grpc.ChannelConnectivity.READY:
             return
-        with self._count_lock:
+        with self._lock:
             was = self._totals
             self._totals = replace(was, connections=was.connections + 1,
                                    wire_up_bytes=was.wire_up_bytes + self.framing.connection_up_bytes,
@@ -227,8 +258,8 @@ class ResilientLLM:
 
     @classmethod
     def connect(cls, link_config: CloudLinkConfig, config: ResilienceConfig | None = None) -> ResilientLLM:
-        """A TritonLLM on a counting link, wrapped. No network traffic until the first open()."""
-        return cls(TritonLLM(link_config, link=CountingLink(link_config)), config)
+        """A TritonLLM on a `ManagedLink`, wrapped. No network traffic until the first open()."""
+        return cls(TritonLLM(link_config, link=ManagedLink(link_config)), config)
 
     @property
     def provider(self) -> str:
@@ -238,7 +269,7 @@ class ResilientLLM:
     def link_totals(self) -> LinkTotals | None:
         """Bytes of every exchange so far, when the link counts them (`connect` builds one that does)."""
         link = self.llm.link
-        return link.totals if isinstance(link, CountingLink) else None
+        return link.totals if isinstance(link, ManagedLink) else None
 
     def breaker_state(self) -> BreakerSnapshot:
         return self.breaker.snapshot()
@@ -278,6 +309,9 @@ class ResilientLLM:
             self.retries += 1
 
     def _probe_call(self, timeout_s: float) -> None:
+        link = self.llm.link
+        if isinstance(link, ManagedLink) and self.breaker.state == BreakerState.OPEN:
+            link.renew()  # see ManagedLink: a channel that saw the outage may still be backing off
         self.llm.probe(timeout_s)
 
     def _submit(self, job: ResilientConversation) -> Future[None] | None:

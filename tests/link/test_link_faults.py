@@ -90,6 +90,9 @@ def test_restart_resumes_cloud_steps_with_one_full_resend(
     resent = [s.index for s in result.steps if s.traffic.resync_bytes_up > 0]
     assert resent == [back], (resent, writers)
     assert breaker.opens == 1 and breaker.closes == 1 and breaker.state == BreakerState.CLOSED
+    # Probes run one breaker period apart: the first or second after the server is back succeeds
+    # (not later, as it would on a channel still backing off from the refused connections).
+    assert probes_after - probes_at_ready[0] <= 2
     check_steps_whole(result, DELIMITER)
     record_property("ready_to_first_cloud_step_s", hook.finished_at[back] - ready_at[0])
     record_property("probes_after_ready", probes_after - probes_at_ready[0])
