@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
         info["server_ready_s"] = rig.server_ready_s()
         runs, dev = run_plan(rig, plan, problems, dev_problems, checker, bar)
     info["bench_wall_s"] = round(time.perf_counter() - started, 1)
+    # Other work on the machine slows every system alike but inflates the absolute times: record it.
+    info["load_average_1_5_15_at_end"] = list(os.getloadavg())
     paths = write_run(Path(args.out), runs, dev, info)
     print(markdown_table([summarize(r) for r in runs]))
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
