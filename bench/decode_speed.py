@@ -159,9 +159,12 @@ class ContenderResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "tokens_per_s": self.tokens_per_s,
-            "decode_tokens_per_s": self.decode_tokens_per_s, "notes": self.notes,
-            "runs": [asdict(r) for r in self.runs], "tokens": self.tokens,
+            "name": self.name,
+            "tokens_per_s": self.tokens_per_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "notes": self.notes,
+            "runs": [asdict(r) for r in self.runs],
+            "tokens": self.tokens,
         }
 
 
@@ -197,7 +200,9 @@ class BenchReport:
     def to_dict(self) -> dict[str, Any]:
         base = self.baseline()
         return {
-            "config": self.config, "machine": self.machine, "model": self.model,
+            "config": self.config,
+            "machine": self.machine,
+            "model": self.model,
             "contenders": [
                 {**c.to_dict(), "ratio_to_genai": c.tokens_per_s / base.tokens_per_s if base else None}
                 for c in self.contenders
@@ -229,13 +234,19 @@ def make_checkpoint(out_dir: Path, shape: BenchShape = BenchShape(), *, seed: in
         )
     eos_id, pad_id = tokenizer.token_to_id(EOS_TOKEN), tokenizer.token_to_id(PAD_TOKEN)
     config = Qwen3Config(
-        vocab_size=shape.vocab_size, hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size, num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads, num_key_value_heads=shape.num_kv_heads,
+        vocab_size=shape.vocab_size,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
         head_dim=shape.hidden_size // shape.num_heads,
         max_position_embeddings=shape.max_position_embeddings,
-        initializer_range=shape.initializer_range, tie_word_embeddings=shape.tie_word_embeddings,
-        eos_token_id=eos_id, pad_token_id=pad_id, bos_token_id=None,
+        initializer_range=shape.initializer_range,
+        tie_word_embeddings=shape.tie_word_embeddings,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        bos_token_id=None,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).eval()
@@ -268,9 +279,19 @@ def ensure_genai_model(checkpoint: Path, out_dir: Path, venv: Path) -> Path:
     if (out_dir / "genai_config.json").is_file():
         return out_dir
     command = [
-        str(venv / "bin" / "python"), "-m", "onnxruntime_genai.models.builder",
-        "-i", str(checkpoint), "-o", str(out_dir), "-p", "fp32", "-e", "cpu",
-        "-c", str(out_dir.parent / "genai_cache"),
+        str(venv / "bin" / "python"),
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        str(checkpoint),
+        "-o",
+        str(out_dir),
+        "-p",
+        "fp32",
+        "-e",
+        "cpu",
+        "-c",
+        str(out_dir.parent / "genai_cache"),
     ]
     log.info("building the genai model: %s", shlex.join(command))
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -327,8 +348,9 @@ def time_interleaved(contenders: Sequence[Contender], config: BenchConfig) -> li
             raise bench_error(
                 f"{contender.name} produced {len(tokens[contender.name])} tokens, {config.new_tokens} wanted"
             )
-        result = ContenderResult(contender.name, runs[contender.name], tokens[contender.name],
-                                 config.new_tokens, contender.notes)
+        result = ContenderResult(
+            contender.name, runs[contender.name], tokens[contender.name], config.new_tokens, contender.notes
+        )
         log.info("%s: %.1f tok/s", contender.name, result.tokens_per_s)
         results.append(result)
     return results
@@ -355,7 +377,8 @@ def onnx_lm_contender(folder: Path, prompt: list[int], config: BenchConfig) -> C
 
     lm = CausalLM.load(folder, SessionConfig(providers="cpu", intra_op_threads=config.threads))
     return Contender(
-        "onnx_lm", lambda: onnx_lm_generate(lm, prompt, config.new_tokens),
+        "onnx_lm",
+        lambda: onnx_lm_generate(lm, prompt, config.new_tokens),
         "CausalLM.prefill + decode_one, IO binding, KV cache as OrtValues",
     )
 
@@ -369,7 +392,10 @@ def optimum_contender(folder: Path, prompt: list[int], config: BenchConfig) -> C
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.threads
     model = ORTModelForCausalLM.from_pretrained(
-        str(folder), provider="CPUExecutionProvider", session_options=options, use_cache=True,
+        str(folder),
+        provider="CPUExecutionProvider",
+        session_options=options,
+        use_cache=True,
         local_files_only=True,
     )
     input_ids = torch.tensor([prompt], dtype=torch.int64)
@@ -378,11 +404,14 @@ def optimum_contender(folder: Path, prompt: list[int], config: BenchConfig) -> C
     def generate() -> tuple[list[int], RunTiming]:
         started = time.perf_counter()
         out = model.generate(
-            input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False,
-            max_new_tokens=config.new_tokens, min_new_tokens=config.new_tokens,
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=False,
+            max_new_tokens=config.new_tokens,
+            min_new_tokens=config.new_tokens,
             pad_token_id=model.config.pad_token_id,
         )
-        return out[0, len(prompt):].tolist(), RunTiming(time.perf_counter() - started, None)
+        return out[0, len(prompt) :].tolist(), RunTiming(time.perf_counter() - started, None)
 
     return Contender("optimum", generate, "ORTModelForCausalLM.generate, greedy, same model.onnx")
 
@@ -392,12 +421,23 @@ class GenaiWorker:
 
     def __init__(self, venv: Path, genai_dir: Path, prompt: list[int], config: BenchConfig) -> None:
         command = [
-            str(venv / "bin" / "python"), "-m", "bench.decode_speed", "--worker", "genai",
-            "--genai-model", str(genai_dir), "--prompt-ids", ",".join(map(str, prompt)),
-            "--new-tokens", str(config.new_tokens), "--threads", str(config.threads),
+            str(venv / "bin" / "python"),
+            "-m",
+            "bench.decode_speed",
+            "--worker",
+            "genai",
+            "--genai-model",
+            str(genai_dir),
+            "--prompt-ids",
+            ",".join(map(str, prompt)),
+            "--new-tokens",
+            str(config.new_tokens),
+            "--threads",
+            str(config.threads),
         ]
-        self._process = subprocess.Popen(command, cwd=REPO_ROOT, stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True)
+        self._process = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         self.versions = self._read()
 
     def generate(self) -> tuple[list[int], RunTiming]:
@@ -421,7 +461,8 @@ class GenaiWorker:
 
     def contender(self) -> Contender:
         return Contender(
-            "onnxruntime-genai", self.generate,
+            "onnxruntime-genai",
+            self.generate,
             f"onnxruntime-genai {self.versions['genai_version']} (onnxruntime "
             f"{self.versions['ort_version']}), its builder's fp32 CPU model",
         )
@@ -471,11 +512,46 @@ def _genai_generate(
 # ---------------------------------------------------------------------------------------------
 
 
-def probe_seconds(vocab_size: int, sampled: bool, *, iterations: int = 200, seed: int = 0) -> float:
-    """Median time of entropy_nats + sample_token on one random row of `vocab_size` logits."""
+PROBE_MODES = {
+    "greedy": "greedy",
+    "sampled": "T=0.6, top-p=0.95",
+    "sampled-partial": "T=0.6, top-p=0.95, partial sort (proposed)",
+}
+
+
+def nucleus_probs_partial(logits: np.ndarray, temperature: float, top_p: float) -> np.ndarray:
+    """onnx_lm.sampling.nucleus_probs with a partial sort instead of a full one; identical output.
+
+    The full stable argsort of a 151,936-token row dominates a sampled probe. Only the head of
+    that order matters: every token at least as likely as the k-th likeliest (ties included), taken
+    in index order and sorted stably, is exactly that head. k grows until the head holds top_p.
+    """
+    from onnx_lm.sampling import log_softmax
+
+    probs = np.exp(log_softmax(logits, temperature))
+    if top_p >= 1.0:
+        return probs
+    k = min(64, probs.size)
+    while True:
+        kth = np.partition(probs, probs.size - k)[probs.size - k]
+        head = np.flatnonzero(probs >= kth)
+        order = head[np.argsort(-probs[head], kind="stable")]
+        cumulative = np.cumsum(probs[order])
+        if cumulative[-1] >= top_p or k == probs.size:
+            break
+        k = min(k * 8, probs.size)
+    keep = int(np.searchsorted(cumulative, top_p, side="left")) + 1
+    truncated = np.zeros_like(probs)
+    kept = order[:keep]
+    truncated[kept] = probs[kept]
+    return np.asarray(truncated / truncated.sum())
+
+
+def probe_seconds(vocab_size: int, mode: str, *, iterations: int = 200, seed: int = 0) -> float:
+    """Median time of entropy + sampling (as `mode` says) on one random row of `vocab_size` logits."""
     from onnx_lm.sampling import GREEDY, SamplingParams, entropy_nats, sample_token
 
-    params = SamplingParams(temperature=0.6, top_p=0.95, seed=seed) if sampled else GREEDY
+    params = GREEDY if mode == "greedy" else SamplingParams(temperature=0.6, top_p=0.95, seed=seed)
     rng = np.random.default_rng(seed)
     # Scale 3: a spread like a real LM's logits (a few dominant tokens, a long tail).
     logits = (rng.standard_normal(vocab_size) * 3.0).astype(np.float32)
@@ -483,7 +559,11 @@ def probe_seconds(vocab_size: int, sampled: bool, *, iterations: int = 200, seed
     for _ in range(iterations):
         started = time.perf_counter()
         entropy_nats(logits)
-        sample_token(logits, params, rng)
+        if mode == "sampled-partial":
+            probs = nucleus_probs_partial(logits, params.temperature, params.top_p)
+            int(rng.choice(probs.shape[0], p=probs))  # as sample_token draws
+        else:
+            sample_token(logits, params, rng)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -491,15 +571,19 @@ def probe_seconds(vocab_size: int, sampled: bool, *, iterations: int = 200, seed
 def routing_overhead(
     per_token_s: float, step_tokens: int, vocab_sizes: Sequence[int], iterations: int = 200
 ) -> list[ProbeOverhead]:
-    """Probe cost for each vocabulary size, greedy and with the paper's sampling settings."""
+    """Probe cost for each vocabulary size: greedy, the paper's sampling, and the proposed sampler."""
     rows = []
     for vocab in vocab_sizes:
-        for sampled in (False, True):
-            rows.append(ProbeOverhead(
-                vocab_size=vocab, sampling="T=0.6, top-p=0.95" if sampled else "greedy",
-                probe_s=probe_seconds(vocab, sampled, iterations=iterations),
-                step_s=per_token_s * step_tokens, step_tokens=step_tokens,
-            ))
+        for mode, label in PROBE_MODES.items():
+            rows.append(
+                ProbeOverhead(
+                    vocab_size=vocab,
+                    sampling=label,
+                    probe_s=probe_seconds(vocab, mode, iterations=iterations),
+                    step_s=per_token_s * step_tokens,
+                    step_tokens=step_tokens,
+                )
+            )
     return rows
 
 
@@ -541,37 +625,53 @@ def variant_contenders(folder: Path, prompt: list[int], config: BenchConfig) -> 
     numpy_session = cpu_session(onnx_path, config.threads)
     kv = (manifest.kv.num_layers, manifest.kv.num_kv_heads, manifest.kv.head_dim)
     contenders = [
-        Contender("onnx_lm, allow_spinning=0", lambda: onnx_lm_generate(quiet, prompt, n),
-                  "onnx_lm's loop; session.intra_op.allow_spinning=0"),
-        Contender("numpy-KV session.run loop", lambda: numpy_loop_generate(numpy_session, prompt, n, kv),
-                  "plain session.run, KV cache as numpy arrays in and out (the measured anchor's loop)"),
+        Contender(
+            "onnx_lm, allow_spinning=0",
+            lambda: onnx_lm_generate(quiet, prompt, n),
+            "onnx_lm's loop; session.intra_op.allow_spinning=0",
+        ),
+        Contender(
+            "numpy-KV session.run loop",
+            lambda: numpy_loop_generate(numpy_session, prompt, n, kv),
+            "plain session.run, KV cache as numpy arrays in and out (the measured anchor's loop)",
+        ),
     ]
     genai_graph = config.work_dir / "genai" / "model.onnx"
     if genai_graph.is_file():
         swapped = graph_swapped_folder(folder, genai_graph, config.work_dir / "variants" / "genai-graph")
         genai_lm = causal_lm_with_session(swapped, cpu_session(swapped / "model.onnx", config.threads))
-        contenders.append(Contender(
-            "onnx_lm on genai builder's graph", lambda: onnx_lm_generate(genai_lm, prompt, n),
-            "onnx_lm's loop (KV grows by concat) on the graph onnxruntime-genai's builder wrote: "
-            "GroupQueryAttention with rotary inside, skip-RMSNorm; 160 nodes",
-        ))
+        contenders.append(
+            Contender(
+                "onnx_lm on genai builder's graph",
+                lambda: onnx_lm_generate(genai_lm, prompt, n),
+                "onnx_lm's loop (KV grows by concat) on the graph onnxruntime-genai's builder wrote: "
+                "GroupQueryAttention with rotary inside, skip-RMSNorm; 160 nodes",
+            )
+        )
     fused = fused_folder(folder, config.work_dir / "variants" / "fused", manifest)
     if fused is not None:
         fused_lm = causal_lm_with_session(fused, cpu_session(fused / manifest.onnx_file, config.threads))
-        contenders.append(Contender(
-            "onnx_lm on ORT-optimizer graph", lambda: onnx_lm_generate(fused_lm, prompt, n),
-            "onnxruntime.transformers.optimizer model_type=qwen3 (RMSNorm, skip-RMSNorm, rotary fusions)",
-        ))
+        contenders.append(
+            Contender(
+                "onnx_lm on ORT-optimizer graph",
+                lambda: onnx_lm_generate(fused_lm, prompt, n),
+                "onnxruntime.transformers.optimizer model_type=qwen3 (RMSNorm, skip-RMSNorm, rotary fusions)",
+            )
+        )
     return contenders
 
 
-def numpy_loop_generate(session: Any, prompt: list[int], new_tokens: int,
-                        kv: tuple[int, int, int]) -> tuple[list[int], RunTiming]:
+def numpy_loop_generate(
+    session: Any, prompt: list[int], new_tokens: int, kv: tuple[int, int, int]
+) -> tuple[list[int], RunTiming]:
     """A plain session.run loop with the KV cache as numpy arrays in and out."""
     num_layers, kv_heads, head_dim = kv
     # past_key_values.{i}.key/value: [1, kv_heads, seq, head_dim]
-    past = {f"past_key_values.{i}.{kind}": np.zeros((1, kv_heads, 0, head_dim), np.float32)
-            for i in range(num_layers) for kind in ("key", "value")}
+    past = {
+        f"past_key_values.{i}.{kind}": np.zeros((1, kv_heads, 0, head_dim), np.float32)
+        for i in range(num_layers)
+        for kind in ("key", "value")
+    }
     has_positions = "position_ids" in {i.name for i in session.get_inputs()}
     output_names = [o.name for o in session.get_outputs()]
     started = time.perf_counter()
@@ -579,14 +679,20 @@ def numpy_loop_generate(session: Any, prompt: list[int], new_tokens: int,
     tokens: list[int] = []
     ids, length = list(prompt), 0
     while len(tokens) < new_tokens:
-        feeds = {"input_ids": np.asarray([ids], np.int64),
-                 "attention_mask": np.ones((1, length + len(ids)), np.int64), **past}
+        feeds = {
+            "input_ids": np.asarray([ids], np.int64),
+            "attention_mask": np.ones((1, length + len(ids)), np.int64),
+            **past,
+        }
         if has_positions:
             feeds["position_ids"] = np.arange(length, length + len(ids), dtype=np.int64)[None, :]
         outputs = dict(zip(output_names, session.run(None, feeds), strict=True))
         length += len(ids)
-        past = {name.replace("present", "past_key_values"): value
-                for name, value in outputs.items() if name.startswith("present")}
+        past = {
+            name.replace("present", "past_key_values"): value
+            for name, value in outputs.items()
+            if name.startswith("present")
+        }
         tokens.append(int(np.argmax(outputs["logits"][0, -1])))
         ids = [tokens[-1]]
         prefill_s = prefill_s if prefill_s is not None else time.perf_counter() - started
@@ -620,10 +726,18 @@ def fused_folder(folder: Path, out_dir: Path, manifest: Any) -> Path | None:
             shutil.copy2(path, out_dir / path.name)
     try:
         # num_heads/hidden_size 0: the optimizer reads them from the graph.
-        optimized = optimize_model(str(folder / manifest.onnx_file), model_type="qwen3",
-                                   num_heads=0, hidden_size=0, opt_level=0, use_gpu=False)
-        log.info("ORT optimizer fusions: %s", {k: v for k, v in
-                                               optimized.get_fused_operator_statistics().items() if v})
+        optimized = optimize_model(
+            str(folder / manifest.onnx_file),
+            model_type="qwen3",
+            num_heads=0,
+            hidden_size=0,
+            opt_level=0,
+            use_gpu=False,
+        )
+        log.info(
+            "ORT optimizer fusions: %s",
+            {k: v for k, v in optimized.get_fused_operator_statistics().items() if v},
+        )
         optimized.save_model_to_file(str(out_dir / manifest.onnx_file))
     except Exception as exc:  # the optimizer's pattern matching is best-effort by design
         log.warning("onnxruntime transformers optimizer failed on %s: %s", folder, exc)
@@ -717,9 +831,7 @@ def run_benchmark(config: BenchConfig, shape: BenchShape = BenchShape()) -> Benc
         per_token_s, config.step_tokens, _vocab_sizes(folder), config.probe_iterations
     )
     same = {r.name: r.tokens == results[0].tokens for r in results[1:]}
-    return BenchReport(
-        _config_dict(config), machine, _model_info(folder, prompt), results, overhead, same
-    )
+    return BenchReport(_config_dict(config), machine, _model_info(folder, prompt), results, overhead, same)
 
 
 def _vocab_sizes(folder: Path) -> list[int]:
@@ -738,9 +850,13 @@ def _model_info(folder: Path, prompt: list[int]) -> dict[str, Any]:
     manifest = Manifest.load(folder)
     params = _onnx_parameter_count(folder / manifest.onnx_file)
     return {
-        "folder": str(folder), "architecture": manifest.architecture, "dtype": manifest.dtype,
-        "vocab_size": manifest.vocab_size, "num_layers": manifest.kv.num_layers,
-        "parameters": params, "prompt_ids": prompt,
+        "folder": str(folder),
+        "architecture": manifest.architecture,
+        "dtype": manifest.dtype,
+        "vocab_size": manifest.vocab_size,
+        "num_layers": manifest.kv.num_layers,
+        "parameters": params,
+        "prompt_ids": prompt,
     }
 
 
@@ -761,11 +877,21 @@ def machine_info(module: str = "bench.decode_speed") -> dict[str, Any]:
     cpu = ""
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                    if line.startswith("model name")), "")
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "",
+        )
     return {
-        "cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
-        "python": platform.python_version(), "onnxruntime": ort.__version__, "numpy": np.__version__,
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
         "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
         "command": shlex.join([Path(sys.executable).name, "-m", module, *sys.argv[1:]]),
     }
@@ -781,7 +907,8 @@ def render_markdown(report: BenchReport) -> str:
     data, base = report.to_dict(), report.baseline()
     cfg, machine, model = report.config, report.machine, report.model
     lines = [
-        "# Decode speed at batch 1 (CPU)", "",
+        "# Decode speed at batch 1 (CPU)",
+        "",
         f"- Date (UTC): {machine['date_utc']}; command: `{machine['command']}`",
         f"- Machine: {machine['cpu']} ({machine['logical_cpus']} logical CPUs), {machine['platform']}, "
         f"Python {machine['python']}, onnxruntime {machine['onnxruntime']}",
@@ -793,7 +920,8 @@ def render_markdown(report: BenchReport) -> str:
         f"- Protocol: {cfg['prompt_tokens']}-token prompt, {cfg['new_tokens']} new greedy tokens, "
         f"{cfg['threads']} intra-op threads, {cfg['warmup']} warm-up run(s), median of {cfg['repeats']}",
         "- tok/s = new tokens / whole generation time (prefill included); decode tok/s = "
-        "(new tokens - 1) / time after prefill", "",
+        "(new tokens - 1) / time after prefill",
+        "",
         "| contender | tok/s | decode tok/s | x genai | same greedy tokens as onnx_lm | notes |",
         "| --- | ---: | ---: | ---: | --- | --- |",
     ]
@@ -801,16 +929,27 @@ def render_markdown(report: BenchReport) -> str:
         decode = f"{row['decode_tokens_per_s']:.1f}" if row["decode_tokens_per_s"] else "-"
         ratio = f"{row['ratio_to_genai']:.3f}" if base else "-"
         same = "(reference)" if row["name"] == "onnx_lm" else str(report.same_greedy_tokens.get(row["name"]))
-        lines.append(f"| {row['name']} | {row['tokens_per_s']:.1f} | {decode} | {ratio} | {same} | "
-                     f"{row['notes']} |")
-    lines += ["", "## Routing overhead per step (probe logits: entropy_nats + sample_token)", "",
-              "| vocab | sampling | probe (ms) | step of N tokens (ms) | fraction |",
-              "| ---: | --- | ---: | ---: | ---: |"]
+        lines.append(
+            f"| {row['name']} | {row['tokens_per_s']:.1f} | {decode} | {ratio} | {same} | {row['notes']} |"
+        )
+    lines += [
+        "",
+        "## Routing overhead per step (probe logits: entropy_nats + sample_token)",
+        "",
+        "| vocab | sampling | probe (ms) | step of N tokens (ms) | fraction |",
+        "| ---: | --- | ---: | ---: | ---: |",
+    ]
     for o in report.overhead:
-        lines.append(f"| {o.vocab_size} | {o.sampling} | {o.probe_s * 1e3:.3f} | "
-                     f"{o.step_s * 1e3:.1f} (N={o.step_tokens}) | {o.fraction:.2%} |")
-    lines += ["", "The step time is N x this model's measured onnx_lm decode time per token; for a "
-              "real Qwen3-size model the step is far slower, so its fraction is smaller still.", ""]
+        lines.append(
+            f"| {o.vocab_size} | {o.sampling} | {o.probe_s * 1e3:.3f} | "
+            f"{o.step_s * 1e3:.1f} (N={o.step_tokens}) | {o.fraction:.2%} |"
+        )
+    lines += [
+        "",
+        "The step time is N x this model's measured onnx_lm decode time per token; for a "
+        "real Qwen3-size model the step is far slower, so its fraction is smaller still.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -835,8 +974,11 @@ def format_table(report: BenchReport) -> str:
         same = "ref" if c is report.contenders[0] else str(report.same_greedy_tokens.get(c.name))
         rows.append(f"{c.name:<42} {c.tokens_per_s:8.1f} {decode} {ratio}  {same}")
     rows.append("")
-    rows += [f"routing overhead, vocab {o.vocab_size:>6}, {o.sampling:<17}: probe {o.probe_s * 1e3:7.3f} ms "
-             f"= {o.fraction:6.2%} of a {o.step_tokens}-token step" for o in report.overhead]
+    rows += [
+        f"routing overhead, vocab {o.vocab_size:>6}, {o.sampling:<17}: probe {o.probe_s * 1e3:7.3f} ms "
+        f"= {o.fraction:6.2%} of a {o.step_tokens}-token step"
+        for o in report.overhead
+    ]
     return "\n".join(rows)
 
 
@@ -852,35 +994,87 @@ def _env(name: str, default: str) -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Flags of `glimp bench decode-speed` / `python -m bench.decode_speed`."""
     add = parser.add_argument
-    add("--work-dir", type=Path, default=Path(_env("WORK_DIR", str(REPO_ROOT / ".cache" / "bench"))),
-        help="where the checkpoint, export and genai model are built once (env GLIMP_BENCH_WORK_DIR)")
-    add("--model-dir", type=Path, default=_env("MODEL_DIR", "") or None,
-        help="use this exported folder instead of building the 27M model (env GLIMP_BENCH_MODEL_DIR)")
-    add("--checkpoint-dir", type=Path, default=_env("CHECKPOINT_DIR", "") or None,
-        help="the checkpoint of --model-dir, for genai's builder (env GLIMP_BENCH_CHECKPOINT_DIR)")
-    add("--out-dir", type=Path, default=Path(_env("OUT_DIR", str(REPO_ROOT / "bench" / "results"))),
-        help="where decode_speed.md/json are written (env GLIMP_BENCH_OUT_DIR)")
-    add("--no-write", action="store_true", default=_env("NO_WRITE", "0") == "1",
-        help="print only, write no results (env GLIMP_BENCH_NO_WRITE=1)")
-    add("--prompt-tokens", type=int, default=int(_env("PROMPT_TOKENS", "32")),
-        help="env GLIMP_BENCH_PROMPT_TOKENS")
+    add(
+        "--work-dir",
+        type=Path,
+        default=Path(_env("WORK_DIR", str(REPO_ROOT / ".cache" / "bench"))),
+        help="where the checkpoint, export and genai model are built once (env GLIMP_BENCH_WORK_DIR)",
+    )
+    add(
+        "--model-dir",
+        type=Path,
+        default=_env("MODEL_DIR", "") or None,
+        help="use this exported folder instead of building the 27M model (env GLIMP_BENCH_MODEL_DIR)",
+    )
+    add(
+        "--checkpoint-dir",
+        type=Path,
+        default=_env("CHECKPOINT_DIR", "") or None,
+        help="the checkpoint of --model-dir, for genai's builder (env GLIMP_BENCH_CHECKPOINT_DIR)",
+    )
+    add(
+        "--out-dir",
+        type=Path,
+        default=Path(_env("OUT_DIR", str(REPO_ROOT / "bench" / "results"))),
+        help="where decode_speed.md/json are written (env GLIMP_BENCH_OUT_DIR)",
+    )
+    add(
+        "--no-write",
+        action="store_true",
+        default=_env("NO_WRITE", "0") == "1",
+        help="print only, write no results (env GLIMP_BENCH_NO_WRITE=1)",
+    )
+    add(
+        "--prompt-tokens",
+        type=int,
+        default=int(_env("PROMPT_TOKENS", "32")),
+        help="env GLIMP_BENCH_PROMPT_TOKENS",
+    )
     add("--new-tokens", type=int, default=int(_env("NEW_TOKENS", "128")), help="env GLIMP_BENCH_NEW_TOKENS")
-    add("--threads", type=int, default=int(_env("THREADS", "2")),
-        help="intra-op threads (env GLIMP_BENCH_THREADS)")
+    add(
+        "--threads",
+        type=int,
+        default=int(_env("THREADS", "2")),
+        help="intra-op threads (env GLIMP_BENCH_THREADS)",
+    )
     add("--repeats", type=int, default=int(_env("REPEATS", "5")), help="timed runs (env GLIMP_BENCH_REPEATS)")
     add("--warmup", type=int, default=int(_env("WARMUP", "1")), help="untimed runs (env GLIMP_BENCH_WARMUP)")
-    add("--step-tokens", type=int, default=int(_env("STEP_TOKENS", "32")),
-        help="tokens of a reasoning step for the overhead fraction (env GLIMP_BENCH_STEP_TOKENS)")
-    add("--genai-venv", type=Path, default=Path(_env("GENAI_VENV", str(REPO_ROOT / ".venv-genai"))),
-        help="venv made by bench/setup_genai_venv.sh (env GLIMP_BENCH_GENAI_VENV)")
-    add("--no-genai", action="store_true", default=_env("NO_GENAI", "0") == "1",
-        help="leave onnxruntime-genai out (env GLIMP_BENCH_NO_GENAI=1)")
-    add("--no-optimum", action="store_true", default=_env("NO_OPTIMUM", "0") == "1",
-        help="leave optimum out (env GLIMP_BENCH_NO_OPTIMUM=1)")
-    add("--wait-idle-s", type=float, default=float(_env("WAIT_IDLE_S", "0")),
-        help="wait up to this long for other processes to leave the CPUs idle (env GLIMP_BENCH_WAIT_IDLE_S)")
-    add("--variants", action="store_true", default=_env("VARIANTS", "0") == "1",
-        help="also time alternative ONNX Runtime loops (env GLIMP_BENCH_VARIANTS=1)")
+    add(
+        "--step-tokens",
+        type=int,
+        default=int(_env("STEP_TOKENS", "32")),
+        help="tokens of a reasoning step for the overhead fraction (env GLIMP_BENCH_STEP_TOKENS)",
+    )
+    add(
+        "--genai-venv",
+        type=Path,
+        default=Path(_env("GENAI_VENV", str(REPO_ROOT / ".venv-genai"))),
+        help="venv made by bench/setup_genai_venv.sh (env GLIMP_BENCH_GENAI_VENV)",
+    )
+    add(
+        "--no-genai",
+        action="store_true",
+        default=_env("NO_GENAI", "0") == "1",
+        help="leave onnxruntime-genai out (env GLIMP_BENCH_NO_GENAI=1)",
+    )
+    add(
+        "--no-optimum",
+        action="store_true",
+        default=_env("NO_OPTIMUM", "0") == "1",
+        help="leave optimum out (env GLIMP_BENCH_NO_OPTIMUM=1)",
+    )
+    add(
+        "--wait-idle-s",
+        type=float,
+        default=float(_env("WAIT_IDLE_S", "0")),
+        help="wait up to this long for other processes to leave the CPUs idle (env GLIMP_BENCH_WAIT_IDLE_S)",
+    )
+    add(
+        "--variants",
+        action="store_true",
+        default=_env("VARIANTS", "0") == "1",
+        help="also time alternative ONNX Runtime loops (env GLIMP_BENCH_VARIANTS=1)",
+    )
     # Internal: the genai worker, run by this module inside the genai venv.
     add("--worker", choices=["genai"], default=None, help=argparse.SUPPRESS)
     add("--genai-model", type=Path, default=None, help=argparse.SUPPRESS)
@@ -892,11 +1086,20 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
     if genai is not None and not (genai / "bin" / "python").is_file():
         raise bad_input(f"no genai venv at {genai}: run `bash bench/setup_genai_venv.sh` or pass --no-genai")
     return BenchConfig(
-        work_dir=args.work_dir, out_dir=None if args.no_write else args.out_dir,
-        prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens, threads=args.threads,
-        repeats=args.repeats, warmup=args.warmup, genai_venv=genai, with_optimum=not args.no_optimum,
-        with_variants=args.variants, step_tokens=args.step_tokens, model_dir=args.model_dir,
-        checkpoint_dir=args.checkpoint_dir, wait_idle_s=args.wait_idle_s,
+        work_dir=args.work_dir,
+        out_dir=None if args.no_write else args.out_dir,
+        prompt_tokens=args.prompt_tokens,
+        new_tokens=args.new_tokens,
+        threads=args.threads,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        genai_venv=genai,
+        with_optimum=not args.no_optimum,
+        with_variants=args.variants,
+        step_tokens=args.step_tokens,
+        model_dir=args.model_dir,
+        checkpoint_dir=args.checkpoint_dir,
+        wait_idle_s=args.wait_idle_s,
     )
 
 

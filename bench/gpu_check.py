@@ -96,7 +96,9 @@ class GpuReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "passed": self.passed, "machine": self.machine, "runtime": self.runtime,
+            "passed": self.passed,
+            "machine": self.machine,
+            "runtime": self.runtime,
             "checks": [asdict(c) for c in self.checks],
             "speed": [s.to_dict() for s in self.speed],
         }
@@ -107,7 +109,8 @@ def runtime_info() -> dict[str, Any]:
     import onnxruntime as ort
 
     info: dict[str, Any] = {
-        "onnxruntime": ort.__version__, "device": ort.get_device(),
+        "onnxruntime": ort.__version__,
+        "device": ort.get_device(),
         "available_providers": ort.get_available_providers(),
     }
     try:
@@ -149,12 +152,15 @@ def check_auto_provider(lm: Any, prompt: list[int]) -> Check:
     session_providers = lm._session.get_providers()
     options = lm._session.get_provider_options().get(lm.provider.name, {})
     figures = {
-        "chosen": lm.provider.name, "session_providers": session_providers,
+        "chosen": lm.provider.name,
+        "session_providers": session_providers,
         "provider_options": {k: v for k, v in options.items() if k in _SHOWN_OPTIONS},
-        "kv_device_names": devices, "kv_bytes": cache.nbytes,
+        "kv_device_names": devices,
+        "kv_bytes": cache.nbytes,
     }
-    passed = (lm.provider.name in GPU_PROVIDERS and session_providers[0] == lm.provider.name
-              and devices == ["cuda"])
+    passed = (
+        lm.provider.name in GPU_PROVIDERS and session_providers[0] == lm.provider.name and devices == ["cuda"]
+    )
     return Check("auto provider is a GPU one and the KV cache stays on the GPU", passed, figures)
 
 
@@ -170,8 +176,9 @@ def teacher_forced_logits(lm: Any, prompt: list[int], tokens: list[int]) -> list
     return rows
 
 
-def check_parity(name: str, reference: Any, candidate: Any, prompt: list[int], new_tokens: int,
-                 tolerance: float) -> Check:
+def check_parity(
+    name: str, reference: Any, candidate: Any, prompt: list[int], new_tokens: int, tolerance: float
+) -> Check:
     """Greedy tokens of each side on its own; logits of both fed the reference's tokens."""
     ref_tokens, _ = onnx_lm_generate(reference, prompt, new_tokens)
     cand_tokens, _ = onnx_lm_generate(candidate, prompt, new_tokens)
@@ -182,9 +189,12 @@ def check_parity(name: str, reference: Any, candidate: Any, prompt: list[int], n
     pairs = enumerate(zip(ref_tokens, cand_tokens, strict=True))
     first_diverging = next((i for i, (a, b) in pairs if a != b), None)
     figures = {
-        "max_abs_logit_diff_prefill": diffs[0], "max_abs_logit_diff_decode": max(diffs[1:], default=0.0),
-        "tolerance": tolerance, "greedy_tokens_identical": ref_tokens == cand_tokens,
-        "first_diverging_token": first_diverging, "top1_agreement": f"{top1}/{len(ref_rows)}",
+        "max_abs_logit_diff_prefill": diffs[0],
+        "max_abs_logit_diff_decode": max(diffs[1:], default=0.0),
+        "tolerance": tolerance,
+        "greedy_tokens_identical": ref_tokens == cand_tokens,
+        "first_diverging_token": first_diverging,
+        "top1_agreement": f"{top1}/{len(ref_rows)}",
         "tokens_compared": new_tokens,
         "max_abs_logit_reference": float(max(np.abs(r).max() for r in ref_rows)),  # the scale of the diffs
     }
@@ -201,8 +211,9 @@ def check_fp16(config: GpuCheckConfig, cpu_fp32: Any, prompt: list[int]) -> tupl
     except Exception as exc:  # an exporter without fp16 support is a finding, not a crash
         return Check("fp16 export loads and runs on CUDA", False, {"export_error": str(exc)[:2000]}), None
     lm = CausalLM.load(folder, SessionConfig(providers="auto"))
-    parity = check_parity("fp16 on CUDA vs fp32 on CPU", cpu_fp32, lm, prompt, config.new_tokens,
-                          FP16_LOGIT_TOLERANCE)
+    parity = check_parity(
+        "fp16 on CUDA vs fp32 on CPU", cpu_fp32, lm, prompt, config.new_tokens, FP16_LOGIT_TOLERANCE
+    )
     parity.figures["provider"] = lm.provider.name
     parity.figures["manifest_parity"] = lm.manifest.parity
     # Greedy tokens of a random model may part ways after a near-tie; the logit bound decides.
@@ -229,16 +240,24 @@ def run_checks(config: GpuCheckConfig) -> GpuReport:
         check_auto_provider(gpu, prompt),
         check_parity("fp32: CUDA vs CPU", cpu, gpu, prompt, config.new_tokens, FP32_LOGIT_TOLERANCE),
     ]
-    labelled = [(f"fp32 on {gpu.provider.short_name}", gpu),
-                (f"fp32 on cpu, {config.cpu_threads} threads", cpu)]
+    labelled = [
+        (f"fp32 on {gpu.provider.short_name}", gpu),
+        (f"fp32 on cpu, {config.cpu_threads} threads", cpu),
+    ]
     if config.with_fp16:
         fp16_check, fp16_lm = check_fp16(config, cpu, prompt)
         if fp16_check is not None:
             checks.append(fp16_check)
         if fp16_lm is not None:
             labelled.insert(1, (f"fp16 on {fp16_lm.provider.short_name}", fp16_lm))
-    bench = BenchConfig(work_dir=config.work_dir, out_dir=None, prompt_tokens=config.prompt_tokens,
-                        new_tokens=config.new_tokens, repeats=config.repeats, warmup=config.warmup)
+    bench = BenchConfig(
+        work_dir=config.work_dir,
+        out_dir=None,
+        prompt_tokens=config.prompt_tokens,
+        new_tokens=config.new_tokens,
+        repeats=config.repeats,
+        warmup=config.warmup,
+    )
     contenders = [speed_contender(name, lm, prompt, config.new_tokens) for name, lm in labelled]
     speed = time_interleaved(contenders, bench)
     return GpuReport(machine_info("bench.gpu_check"), runtime_info(), checks, speed)
@@ -252,19 +271,27 @@ def run_checks(config: GpuCheckConfig) -> GpuReport:
 def render_markdown(report: GpuReport) -> str:
     runtime = report.runtime
     lines = [
-        "# GPU checks of the ONNX runtime", "",
+        "# GPU checks of the ONNX runtime",
+        "",
         f"- Date (UTC): {report.machine['date_utc']}; command: `{report.machine['command']}`",
         f"- GPU: {runtime.get('gpu', '?')}; onnxruntime {runtime['onnxruntime']} "
         f"(providers: {', '.join(runtime['available_providers'])}); CPU: {report.machine['cpu']} "
         f"({report.machine['logical_cpus']} logical)",
-        f"- All checks passed: {report.passed}", "",
-        "| check | passed | figures |", "| --- | --- | --- |",
+        f"- All checks passed: {report.passed}",
+        "",
+        "| check | passed | figures |",
+        "| --- | --- | --- |",
     ]
     for check in report.checks:
         shown = {k: v for k, v in check.figures.items() if k != "manifest_parity"}
         lines.append(f"| {check.name} | {check.passed} | `{json.dumps(shown)}` |")
-    lines += ["", "## Decode speed (32-token prompt, 128 greedy tokens, median of 5)", "",
-              "| model / provider | tok/s | decode tok/s |", "| --- | ---: | ---: |"]
+    lines += [
+        "",
+        "## Decode speed (32-token prompt, 128 greedy tokens, median of 5)",
+        "",
+        "| model / provider | tok/s | decode tok/s |",
+        "| --- | ---: | ---: |",
+    ]
     for s in report.speed:
         decode = f"{s.decode_tokens_per_s:.1f}" if s.decode_tokens_per_s else "-"
         lines.append(f"| {s.name} | {s.tokens_per_s:.1f} | {decode} |")
@@ -286,25 +313,53 @@ def _env(name: str, default: str) -> str:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Flags; each has a GLIMP_GPU_CHECK_* environment twin."""
     add = parser.add_argument
-    add("--work-dir", type=Path, default=Path(_env("WORK_DIR", str(REPO_ROOT / ".cache" / "gpu"))),
-        help="where the checkpoint and exports are built (env GLIMP_GPU_CHECK_WORK_DIR)")
-    add("--model-dir", type=Path, default=_env("MODEL_DIR", "") or None,
-        help="an existing fp32 export to check instead (env GLIMP_GPU_CHECK_MODEL_DIR)")
-    add("--out-dir", type=Path, default=Path(_env("OUT_DIR", str(REPO_ROOT / "bench" / "results"))),
-        help="where gpu_check.{json,md} go (env GLIMP_GPU_CHECK_OUT_DIR)")
-    add("--new-tokens", type=int, default=int(_env("NEW_TOKENS", "128")),
-        help="env GLIMP_GPU_CHECK_NEW_TOKENS")
+    add(
+        "--work-dir",
+        type=Path,
+        default=Path(_env("WORK_DIR", str(REPO_ROOT / ".cache" / "gpu"))),
+        help="where the checkpoint and exports are built (env GLIMP_GPU_CHECK_WORK_DIR)",
+    )
+    add(
+        "--model-dir",
+        type=Path,
+        default=_env("MODEL_DIR", "") or None,
+        help="an existing fp32 export to check instead (env GLIMP_GPU_CHECK_MODEL_DIR)",
+    )
+    add(
+        "--out-dir",
+        type=Path,
+        default=Path(_env("OUT_DIR", str(REPO_ROOT / "bench" / "results"))),
+        help="where gpu_check.{json,md} go (env GLIMP_GPU_CHECK_OUT_DIR)",
+    )
+    add(
+        "--new-tokens",
+        type=int,
+        default=int(_env("NEW_TOKENS", "128")),
+        help="env GLIMP_GPU_CHECK_NEW_TOKENS",
+    )
     add("--repeats", type=int, default=int(_env("REPEATS", "5")), help="env GLIMP_GPU_CHECK_REPEATS")
-    add("--cpu-threads", type=int, default=int(_env("CPU_THREADS", "2")),
-        help="env GLIMP_GPU_CHECK_CPU_THREADS")
-    add("--no-fp16", action="store_true", default=_env("NO_FP16", "0") == "1",
-        help="skip the fp16 export check (env GLIMP_GPU_CHECK_NO_FP16=1)")
+    add(
+        "--cpu-threads",
+        type=int,
+        default=int(_env("CPU_THREADS", "2")),
+        help="env GLIMP_GPU_CHECK_CPU_THREADS",
+    )
+    add(
+        "--no-fp16",
+        action="store_true",
+        default=_env("NO_FP16", "0") == "1",
+        help="skip the fp16 export check (env GLIMP_GPU_CHECK_NO_FP16=1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     config = GpuCheckConfig(
-        work_dir=args.work_dir, out_dir=args.out_dir, model_dir=args.model_dir,
-        new_tokens=args.new_tokens, repeats=args.repeats, cpu_threads=args.cpu_threads,
+        work_dir=args.work_dir,
+        out_dir=args.out_dir,
+        model_dir=args.model_dir,
+        new_tokens=args.new_tokens,
+        repeats=args.repeats,
+        cpu_threads=args.cpu_threads,
         with_fp16=not args.no_fp16,
     )
     report = run_checks(config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench import decode_speed
@@ -20,8 +21,16 @@ GENAI_VENV = decode_speed.REPO_ROOT / ".venv-genai"
 
 def _config(tmp_path: Path, model_dir: Path, **overrides: object) -> BenchConfig:
     settings: dict[str, object] = dict(
-        work_dir=tmp_path / "work", out_dir=tmp_path / "out", prompt_tokens=8, new_tokens=4, threads=1,
-        repeats=2, warmup=0, step_tokens=4, probe_iterations=2, model_dir=model_dir,
+        work_dir=tmp_path / "work",
+        out_dir=tmp_path / "out",
+        prompt_tokens=8,
+        new_tokens=4,
+        threads=1,
+        repeats=2,
+        warmup=0,
+        step_tokens=4,
+        probe_iterations=2,
+        model_dir=model_dir,
     )
     settings.update(overrides)
     return BenchConfig(**settings)  # type: ignore[arg-type]
@@ -42,10 +51,9 @@ def test_report_holds_every_contender_and_the_overhead(tiny_qwen3_dir: Path, tmp
     assert report.same_greedy_tokens == {name: True for name in names[1:]}
     vocab = report.model["vocab_size"]
     assert {(o.vocab_size, o.sampling) for o in report.overhead} == {
-        (vocab, "greedy"), (vocab, "T=0.6, top-p=0.95"),
-        (decode_speed.QWEN3_VOCAB, "greedy"), (decode_speed.QWEN3_VOCAB, "T=0.6, top-p=0.95"),
+        (v, label) for v in (vocab, decode_speed.QWEN3_VOCAB) for label in decode_speed.PROBE_MODES.values()
     }
-    assert all(0 < o.fraction for o in report.overhead)
+    assert all(o.fraction > 0 for o in report.overhead)
 
 
 def test_written_report_is_markdown_and_json(tiny_qwen3_dir: Path, tmp_path: Path) -> None:
@@ -62,19 +70,39 @@ def test_written_report_is_markdown_and_json(tiny_qwen3_dir: Path, tmp_path: Pat
     assert "Routing overhead" in text
 
 
+@pytest.mark.parametrize("vocab", [7, 4096, decode_speed.QWEN3_VOCAB])
+@pytest.mark.parametrize("scale", [0.0, 0.01, 3.0, 30.0])
+@pytest.mark.parametrize(("temperature", "top_p"), [(0.6, 0.95), (1.0, 0.5), (1.0, 0.999), (0.3, 1.0)])
+def test_partial_sort_nucleus_equals_onnx_lm_sampling(
+    vocab: int, scale: float, temperature: float, top_p: float
+) -> None:
+    # The proposed faster sampler must keep exactly the same tokens (ties included: scale 0).
+    from onnx_lm.sampling import nucleus_probs
+
+    logits = (np.random.default_rng(vocab).standard_normal(vocab) * scale).astype(np.float32)
+    expected = nucleus_probs(logits, temperature, top_p)
+    assert np.array_equal(decode_speed.nucleus_probs_partial(logits, temperature, top_p), expected)
+
+
 def test_bad_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="repeats must be >= 1"):
         BenchConfig(work_dir=tmp_path, out_dir=None, repeats=0)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (GENAI_VENV / "bin" / "python").is_file(),
-                    reason="no .venv-genai: run bash bench/setup_genai_venv.sh")
+@pytest.mark.skipif(
+    not (GENAI_VENV / "bin" / "python").is_file(), reason="no .venv-genai: run bash bench/setup_genai_venv.sh"
+)
 def test_genai_contender_runs_in_its_own_venv(
     tiny_qwen3_checkpoint: Path, tiny_qwen3_dir: Path, tmp_path: Path
 ) -> None:
-    config = _config(tmp_path, tiny_qwen3_dir, with_optimum=False, genai_venv=GENAI_VENV,
-                     checkpoint_dir=tiny_qwen3_checkpoint)
+    config = _config(
+        tmp_path,
+        tiny_qwen3_dir,
+        with_optimum=False,
+        genai_venv=GENAI_VENV,
+        checkpoint_dir=tiny_qwen3_checkpoint,
+    )
     report = run_benchmark(config)
 
     genai = report.baseline()
@@ -87,7 +115,15 @@ def test_genai_contender_runs_in_its_own_venv(
 def test_gpu_checks_pass_on_the_tiny_model(tiny_qwen3_dir: Path, tmp_path: Path) -> None:
     from bench.gpu_check import GpuCheckConfig, run_checks
 
-    report = run_checks(GpuCheckConfig(work_dir=tmp_path, out_dir=None, model_dir=tiny_qwen3_dir,
-                                       new_tokens=8, repeats=1, with_fp16=False))
+    report = run_checks(
+        GpuCheckConfig(
+            work_dir=tmp_path,
+            out_dir=None,
+            model_dir=tiny_qwen3_dir,
+            new_tokens=8,
+            repeats=1,
+            with_fp16=False,
+        )
+    )
     failed = [(c.name, c.figures) for c in report.checks if not c.passed]
     assert not failed
