@@ -345,6 +345,7 @@ class ResilientConversation:
         NotAuthorizedError; the reply's cost includes retries, the wait for a background push,
         and the bytes of background pushes since the last reply."""
         started = time.perf_counter()
+        self._refuse_if_open()  # before waiting for a background push: a degraded step must not wait
         with self._state_lock:
             self._pending = None  # this call carries the text itself
         with self._call_lock:
@@ -405,14 +406,17 @@ class ResilientConversation:
 
     # ---- the guarded call ------------------------------------------------------------------
 
-    def _call_guarded(self, request: LLMRequest, started: float) -> LLMReply:
+    def _refuse_if_open(self) -> None:
         breaker = self._owner.breaker
         if not breaker.allow():
-            snap = breaker.snapshot()
             raise CloudUnavailableError(
                 f"the cloud is treated as down (circuit breaker open, probing every "
-                f"{self._owner.config.probe_every_s:g} s) after: {snap.reason}"
+                f"{self._owner.config.probe_every_s:g} s) after: {breaker.snapshot().reason}"
             )
+
+    def _call_guarded(self, request: LLMRequest, started: float) -> LLMReply:
+        breaker = self._owner.breaker
+        self._refuse_if_open()
         try:
             return self._with_retries(request, started)
         except NotAuthorizedError:
