@@ -831,7 +831,9 @@ def run_benchmark(config: BenchConfig, shape: BenchShape = BenchShape()) -> Benc
         per_token_s, config.step_tokens, _vocab_sizes(folder), config.probe_iterations
     )
     same = {r.name: r.tokens == results[0].tokens for r in results[1:]}
-    return BenchReport(_config_dict(config), machine, _model_info(folder, prompt), results, overhead, same)
+    return BenchReport(
+        _config_dict(config), machine, _model_info(folder, prompt, config.checkpoint), results, overhead, same
+    )
 
 
 def _vocab_sizes(folder: Path) -> list[int]:
@@ -844,24 +846,34 @@ def _config_dict(config: BenchConfig) -> dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()}
 
 
-def _model_info(folder: Path, prompt: list[int]) -> dict[str, Any]:
+def _model_info(folder: Path, prompt: list[int], checkpoint: Path) -> dict[str, Any]:
     from onnx_lm.manifest import Manifest
 
     manifest = Manifest.load(folder)
-    params = _onnx_parameter_count(folder / manifest.onnx_file)
     return {
         "folder": str(folder),
         "architecture": manifest.architecture,
         "dtype": manifest.dtype,
         "vocab_size": manifest.vocab_size,
         "num_layers": manifest.kv.num_layers,
-        "parameters": params,
+        "parameters": _checkpoint_parameter_count(checkpoint),
+        "onnx_weight_elements": _onnx_parameter_count(folder / manifest.onnx_file),
         "prompt_ids": prompt,
     }
 
 
+def _checkpoint_parameter_count(checkpoint: Path) -> int | None:
+    """Parameters of the checkpoint, from the safetensors header (no weights read)."""
+    path = checkpoint / "model.safetensors"
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    return sum(int(np.prod(v["shape"])) for k, v in header.items() if k != "__metadata__")
+
+
 def _onnx_parameter_count(onnx_path: Path) -> int:
-    """Elements in the graph's float initializers (tied embeddings counted once)."""
+    """Elements of the graph's float weight matrices (a tied embedding may be stored twice)."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
@@ -915,7 +927,8 @@ def render_markdown(report: BenchReport) -> str:
         f"- CPU share other processes used while timing: "
         f"{_percent(machine.get('others_cpu_share_during_timing'))} (the machine is shared; "
         "timed runs are interleaved so that load falls on every contender alike)",
-        f"- Model: random {model['architecture']}, {model['parameters'] / 1e6:.1f}M parameters, "
+        f"- Model: random {model['architecture']}, {_millions(model['parameters'])} parameters "
+        f"(the ONNX graph's weight matrices hold {_millions(model['onnx_weight_elements'])}), "
         f"{model['num_layers']} layers, vocab {model['vocab_size']}, {model['dtype']}",
         f"- Protocol: {cfg['prompt_tokens']}-token prompt, {cfg['new_tokens']} new greedy tokens, "
         f"{cfg['threads']} intra-op threads, {cfg['warmup']} warm-up run(s), median of {cfg['repeats']}",
@@ -951,6 +964,10 @@ def render_markdown(report: BenchReport) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _millions(count: int | None) -> str:
+    return "?" if count is None else f"{count / 1e6:.1f}M"
 
 
 def _percent(share: float | None) -> str:
