@@ -116,7 +116,11 @@ def run(args: argparse.Namespace) -> int:
         from bench.runner import run_plan
 
         info["server_ready_s"] = rig.server_ready_s()
-        runs, dev = run_plan(rig, plan, problems, dev_problems, checker, bar)
+
+        def save_partial(runs: list[Any], dev: Any) -> None:  # a long run that dies keeps what it measured
+            write_run(Path(args.out), runs, dev, {**info, "partial": True}, plots=False)
+
+        runs, dev = run_plan(rig, plan, problems, dev_problems, checker, bar, save_partial)
     info["bench_wall_s"] = round(time.perf_counter() - started, 1)
     # Other work on the machine slows every system alike but inflates the absolute times: record it.
     info["load_average_1_5_15_at_end"] = list(os.getloadavg())

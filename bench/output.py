@@ -46,8 +46,8 @@ NOTES = (
 
 
 def write_run(out_dir: Path, runs: Sequence[SystemRun], dev: DevEntropies | None,
-              run_info: dict[str, Any]) -> dict[str, Path]:
-    """Write every output file; return them by kind."""
+              run_info: dict[str, Any], *, plots: bool = True) -> dict[str, Path]:
+    """Write every output file (the PNGs only when `plots`); return them by kind."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = [summarize(r) for r in runs]
     targets = check_targets(runs)
@@ -65,6 +65,8 @@ def write_run(out_dir: Path, runs: Sequence[SystemRun], dev: DevEntropies | None
     paths["json"].write_text(results_json(summaries, extra), encoding="utf-8")
     paths["run"].write_text(json.dumps(run_info, indent=1) + "\n", encoding="utf-8")
     write_problem_records(runs, paths["problems"])
+    if not plots:
+        return {kind: path for kind, path in paths.items() if path.suffix != ".png"}
     plot_pareto(summaries, paths["pareto"], title)
     plot_latency_split(summaries, paths["split"], title)
     return paths

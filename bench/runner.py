@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -77,12 +77,19 @@ class BenchPlan:
         return count + resends * ("resend" in self.families)
 
 
+OnSystem = Callable[[list[SystemRun], DevEntropies | None], None]
+
+
 def run_plan(rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
              dev_problems: Sequence[BenchProblem], checker: AnswerChecker,
-             progress: Progress | None = None) -> tuple[list[SystemRun], DevEntropies | None]:
-    """Run every system of `plan`; return their runs in order, and the dev entropies (if measured)."""
+             progress: Progress | None = None,
+             on_system: OnSystem | None = None) -> tuple[list[SystemRun], DevEntropies | None]:
+    """Run every system of `plan`; return their runs in order, and the dev entropies (if measured).
+
+    `on_system(runs so far, dev)` is called after each system (to save partial results of a long run).
+    """
     assert rig.slm is not None, "start the rig first"
-    runner = _Runner(rig, plan, problems, checker, progress)
+    runner = _Runner(rig, plan, problems, checker, progress, on_system)
     dev = None
     if plan.needs_dev:
         if progress is not None:
@@ -90,6 +97,7 @@ def run_plan(rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
         with rig.backend() as llm:
             dev = measure_dev(rig.slm, llm, dev_problems, plan.steps, plan.seed,
                               score="verify" in plan.families, on_problem=runner.tick)
+        runner.dev = dev
     for spec in baseline_systems(plan.families):
         runner.run(spec)
     glimp_rows = runner.run_all(threshold_systems(plan.taus) if "glimp-tau" in plan.families else [])
@@ -130,10 +138,11 @@ def _matched(plan: BenchPlan, share_rows: list[tuple[SystemSpec, SystemRun]],
 
 class _Runner:
     def __init__(self, rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
-                 checker: AnswerChecker, progress: Progress | None) -> None:
+                 checker: AnswerChecker, progress: Progress | None, on_system: OnSystem | None) -> None:
         self.rig, self.plan, self.problems = rig, plan, problems
-        self.checker, self.progress = checker, progress
+        self.checker, self.progress, self.on_system = checker, progress, on_system
         self.runs: list[SystemRun] = []
+        self.dev: DevEntropies | None = None
 
     def run_all(self, specs: Sequence[SystemSpec]) -> list[tuple[SystemSpec, SystemRun]]:
         return [(spec, self.run(spec)) for spec in specs]
@@ -149,6 +158,8 @@ class _Runner:
                 llm.close()
         self.runs.append(run)
         log.info("%s: %s", spec.name, summarize(run).one_line())
+        if self.on_system is not None:
+            self.on_system(list(self.runs), self.dev)
         return run
 
     def _timed(self, spec: SystemSpec, llm: ResilientLLM | None) -> SystemRun:
