@@ -13,7 +13,7 @@ from pathlib import Path
 from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port, remove_shm_files
 from edge_client import AlwaysCloud, EdgeRouter, RouterConfig, StepSettings
 from edge_client.cloud_link import CloudLinkConfig
-from edge_client.llm_backend import LLMConversation
+from edge_client.llm_backend import LLMConversation, LLMReply, LLMRequest
 from edge_client.resilience import RetryPolicy
 from edge_client.resilient_link import ResilienceConfig, ResilientConversation, ResilientLLM
 from edge_client.trace import Event, RunResult, StepFinished
@@ -67,6 +67,35 @@ class Recording:
         conversation = self.llm.open(messages)
         self.opened.append(conversation)
         return conversation
+
+
+class BeforeCall:
+    """A backend wrapper whose conversations run `actions[n]` just before their n-th call (1-based)."""
+
+    def __init__(self, llm: ResilientLLM, actions: dict[int, Callable[[], None]]) -> None:
+        self.llm = llm
+        self.name = llm.name
+        self.provider = llm.provider
+        self.actions = actions
+
+    def open(self, messages: Sequence[ChatMessage]) -> LLMConversation:
+        inner = self.llm.open(messages)
+        actions, calls = self.actions, [0]
+
+        class Hooked:
+            def call(self, request: LLMRequest) -> LLMReply:
+                calls[0] += 1
+                if calls[0] in actions:
+                    actions[calls[0]]()
+                return inner.call(request)
+
+            def push(self, transcript: str) -> None:
+                inner.push(transcript)
+
+            def close(self) -> None:
+                inner.close()
+
+        return Hooked()
 
 
 @dataclass

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 
 import pytest
-from link_helpers import DELIMITER, StepHook, answer, check_steps_whole, connect
+from link_helpers import DELIMITER, BeforeCall, answer, check_steps_whole, connect
 
 from cloud_service.launcher import TritonServer
 from edge_client.resilient_link import LinkTotals
@@ -30,15 +30,13 @@ def _emulator(server: TritonServer, profile: LinkProfile) -> LinkEmulator:
 def test_a_cut_mid_call_on_a_slow_link_is_retried_and_nothing_is_lost(
     shared_server: TritonServer, link_token: str, slm: CausalLM
 ) -> None:
-    reference = None
     with connect(shared_server.grpc_url, link_token) as llm:
         reference = answer(slm, llm)
     slow = LinkProfile(rtt_s=0.04, bandwidth_mbit_s=2.0)
     with _emulator(shared_server, slow) as link, connect(link.address, link_token) as llm:
-        # The next call leaves ~1 ms after step 3 ends and needs 40 ms for its round trip:
-        # cutting 10 ms later drops it in flight.
-        hook = StepHook({3: lambda: threading.Timer(0.01, link.cut).start()})
-        result = answer(slm, llm, hook=hook)
+        # The 5th call needs 40 ms for its round trip: cut the link 10 ms after it goes out.
+        cut_in_flight = BeforeCall(llm, {5: lambda: threading.Timer(0.01, link.cut).start()})
+        result = answer(slm, cut_in_flight)
         cuts, connections, retries = link.stats.cuts, link.stats.connections, llm.retries
         breaker = llm.breaker_state()
     assert cuts == 1 and connections >= 2
