@@ -40,8 +40,8 @@ def sigkill(server: TritonServer) -> None:
 
 
 def connect(url: str, token: str | None, *, background_sync: bool = False, breaker_s: float = BREAKER_S,
-            timeout_s: float = CALL_TIMEOUT_S) -> ResilientLLM:
-    link = CloudLinkConfig(url, token, timeout_s=timeout_s)
+            timeout_s: float = CALL_TIMEOUT_S, gzip: bool = False) -> ResilientLLM:
+    link = CloudLinkConfig(url, token, timeout_s=timeout_s, gzip=gzip)
     config = ResilienceConfig(retry=RetryPolicy(max_retries=2, backoff_s=0.05), breaker_s=breaker_s,
                               probe_timeout_s=2.0, background_sync=background_sync)
     return ResilientLLM.connect(link, config)

@@ -46,12 +46,13 @@ def test_a_cut_mid_call_on_a_slow_link_is_retried_and_nothing_is_lost(
     assert result.transcript == reference.transcript  # greedy: the retry changed nothing
 
 
+@pytest.mark.parametrize("gzip", [False, True], ids=["plain", "gzip"])
 def test_counted_bytes_against_the_wire(
-    shared_server: TritonServer, link_token: str, slm: CausalLM,
+    gzip: bool, shared_server: TritonServer, link_token: str, slm: CausalLM,
     record_property: Callable[[str, object], None],
 ) -> None:
     with _emulator(shared_server, LinkProfile(rtt_s=0.01, bandwidth_mbit_s=20.0)) as link, \
-            connect(link.address, link_token) as llm:
+            connect(link.address, link_token, gzip=gzip) as llm:
         llm.check()
         before = llm.link_totals
         at_answer: list[LinkTotals | None] = []
