@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from cloud_service.launcher import ADMIN_PROTOCOLS, ServerConfig, TritonServer
+from cloud_service.launcher import ADMIN_PROTOCOLS, KEEPALIVE_FLAGS, ServerConfig, TritonServer
 from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import ADMIN_HEADER, TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_token
 from onnx_lm.errors import BadInputError
@@ -176,7 +176,7 @@ def production_command(repository: Path, grpc_port: int = 8001, metrics_port: in
         f"  -v {repository}:/models -v $PWD:/src:ro -v $PWD/certs:/certs:ro -e GLIMP_EDGE_TOKEN \\\n"
         f"  {PRODUCTION_IMAGE} bash -c 'cp -r /src /tmp/src && pip install --no-cache-dir /tmp/src && \\\n"
         f"  exec tritonserver --model-repository=/models --model-control-mode=explicit \\\n"
-        f"    --load-model={MODEL_NAME} --allow-http=false \\\n"
+        f"    --load-model={MODEL_NAME} --allow-http=false {' '.join(KEEPALIVE_FLAGS)} \\\n"
         f"    --grpc-restricted-protocol=inference:{AUTH_HEADER}=$GLIMP_EDGE_TOKEN \\\n"
         f"    --grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}=$(head -c 24 /dev/urandom | base64 "
         f"| tr -dc A-Za-z0-9) \\\n"

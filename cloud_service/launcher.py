@@ -39,6 +39,14 @@ log = logging.getLogger(__name__)
 # the edge never gets (with explicit model control an open repository API could unload the model).
 ADMIN_PROTOCOLS = "model-repository,model-config,statistics,trace,logging,shared-memory"
 SHM_DIR = Path("/dev/shm")
+# Edges ping idle connections (CloudLinkConfig.keepalive_time_s, 30 s). Triton's defaults (pings
+# only during calls, at most one per 5 min) answer the third such ping with GOAWAY "too_many_pings"
+# and drop the connection; accept pings down to every 5 s instead.
+KEEPALIVE_FLAGS = (
+    "--grpc-keepalive-permit-without-calls=1",
+    "--grpc-http2-max-pings-without-data=0",
+    "--grpc-http2-min-recv-ping-interval-without-data=5000",
+)
 _LOG_TAIL_LINES = 40
 
 
@@ -220,6 +228,7 @@ class TritonServer:
             f"--exit-timeout-secs={max(1, int(cfg.stop_timeout_s) - 2)}",
             f"--backend-config=python,shm-region-prefix-name={cfg.shm_prefix}",
             f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_token}",
+            *KEEPALIVE_FLAGS,
         ]
         if cfg.token is not None:
             command.append(f"--grpc-restricted-protocol=inference:{AUTH_HEADER}={cfg.token}")

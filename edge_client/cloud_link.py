@@ -74,6 +74,9 @@ class CloudLinkConfig:
     gzip: bool = False  # compress messages (bytes are still counted before compression)
     keepalive_time_s: float = 30.0  # ping an idle connection this often, to notice a dead link early
     keepalive_timeout_s: float = 10.0
+    # gRPC waits longer and longer (1 s up to 120 s) before reconnecting to a server that refused
+    # connections; capped, a cloud that comes back is reached within this many seconds.
+    reconnect_backoff_max_s: float = 1.0
     # Baseline for measurement only: resend the whole transcript on every call, as a link
     # without a server-side context must (the benchmark compares uplink bytes against it).
     resend_full: bool = False
@@ -81,7 +84,8 @@ class CloudLinkConfig:
     def __post_init__(self) -> None:
         if not self.url or ":" not in self.url:
             raise BadInputError(f"cloud url must be host:port, got {self.url!r}")
-        if not self.timeout_s > 0 or not self.keepalive_time_s > 0 or not self.keepalive_timeout_s > 0:
+        if not min(self.timeout_s, self.keepalive_time_s, self.keepalive_timeout_s,
+                   self.reconnect_backoff_max_s) > 0:
             raise BadInputError("cloud timeouts must be positive")
         if self.tls_root_cert is not None and not Path(self.tls_root_cert).is_file():
             raise BadInputError(f"TLS root certificate {self.tls_root_cert} does not exist")
@@ -124,6 +128,11 @@ class TritonLink:
             )
         except grpc.RpcError as exc:
             raise map_rpc_error(exc, self.config.url) from exc
+
+    @property
+    def channel(self) -> grpc.Channel:
+        """The gRPC channel (to watch its connectivity: `channel.subscribe(callback)`)."""
+        return self._channel
 
     def close(self) -> None:
         self._channel.close()
@@ -324,6 +333,8 @@ def _open_channel(config: CloudLinkConfig) -> grpc.Channel:
         ("grpc.keepalive_timeout_ms", int(config.keepalive_timeout_s * 1000)),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", int(config.reconnect_backoff_max_s * 1000)),
+        ("grpc.max_reconnect_backoff_ms", int(config.reconnect_backoff_max_s * 1000)),
         ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
     ]

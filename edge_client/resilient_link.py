@@ -210,11 +210,11 @@ class ManagedLink(TritonLink):
     def _new_inner(self) -> TritonLink:
         link = TritonLink(self.config)
         # cloud_link has no public accessor for the channel (yet): count connections on it.
-        link._channel.subscribe(self._on_state)
+        link.channel.subscribe(self._on_state)
         return link
 
     def _retire(self, link: TritonLink) -> None:
-        link._channel.unsubscribe(self._on_state)
+        link.channel.unsubscribe(self._on_state)
         link.close()
 
     def _sent_bytes(self, infer: service_pb2.ModelInferRequest, size: int) -> int:

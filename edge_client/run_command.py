@@ -28,6 +28,10 @@ def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """--slm and --providers (shared with `glimp calibrate`)."""
     parser.add_argument("--slm", default=_env("GLIMP_SLM"), help="exported SLM folder (env GLIMP_SLM)")
@@ -72,6 +76,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                       help="CA certificate (PEM) to verify the server's TLS certificate (env GLIMP_TLS_CA)")
     link.add_argument("--llm-timeout-s", type=float, default=_env("GLIMP_LLM_TIMEOUT_S", "60"),
                       help="deadline of every cloud call, seconds (env GLIMP_LLM_TIMEOUT_S)")
+    link.add_argument("--retries", type=int, default=_env("GLIMP_RETRIES", "2"),
+                      help="retries of a cloud call after a transport error that is safe to retry, within "
+                           "its deadline (env GLIMP_RETRIES)")
+    link.add_argument("--breaker-s", type=float, default=_env("GLIMP_BREAKER_S", "2.0"),
+                      help="after a cloud fault the SLM writes alone this long, then a probe asks the cloud "
+                           "again (env GLIMP_BREAKER_S)")
+    link.add_argument("--keepalive-s", type=float, default=_env("GLIMP_KEEPALIVE_S", "30"),
+                      help="ping an idle connection this often, seconds (env GLIMP_KEEPALIVE_S)")
+    link.add_argument("--gzip", action="store_true", default=_env_flag("GLIMP_GZIP"),
+                      help="compress requests with gzip (env GLIMP_GZIP=1)")
+    link.add_argument("--background-sync", action="store_true", default=_env_flag("GLIMP_BACKGROUND_SYNC"),
+                      help="send the SLM's steps to the cloud while the SLM writes, so cloud steps start "
+                           "warm (env GLIMP_BACKGROUND_SYNC=1)")
     link.add_argument("--llm-local", default=_env("GLIMP_LLM_LOCAL"),
                       help="exported LLM folder run in this process, no network (env GLIMP_LLM_LOCAL)")
     routing = parser.add_argument_group("routing")
@@ -145,12 +162,16 @@ def llm_backend(args: argparse.Namespace, session: SessionConfig) -> LLMBackend 
     if args.llm_local:
         return InProcessLLM.load(args.llm_local, session)
     if args.llm_url:
-        from edge_client.cloud_link import CloudLinkConfig, TritonLLM
+        from edge_client.cloud_link import CloudLinkConfig
+        from edge_client.resilience import RetryPolicy
+        from edge_client.resilient_link import ResilienceConfig, ResilientLLM
 
         tls_ca = Path(args.tls_ca) if args.tls_ca else None
-        config = CloudLinkConfig(args.llm_url, token=edge_token(args), timeout_s=args.llm_timeout_s,
-                                 tls_root_cert=tls_ca)
-        return TritonLLM(config)
+        link = CloudLinkConfig(args.llm_url, token=edge_token(args), timeout_s=args.llm_timeout_s,
+                               tls_root_cert=tls_ca, gzip=args.gzip, keepalive_time_s=args.keepalive_s)
+        resilience = ResilienceConfig(retry=RetryPolicy(max_retries=args.retries), breaker_s=args.breaker_s,
+                                      background_sync=args.background_sync)
+        return ResilientLLM.connect(link, resilience)
     return None
 
 
@@ -159,9 +180,14 @@ def run(args: argparse.Namespace) -> int:
     config = router_config(args)
     check_inputs(args, config)
     session = SessionConfig(providers=args.providers)
-    router = EdgeRouter.from_folders(args.slm, llm_backend(args, session) if config.needs_llm else None,
-                                     config, session)
-    result = router.answer(args.question, on_event=StreamPrinter(sys.stdout))
+    llm = llm_backend(args, session) if config.needs_llm else None
+    try:
+        router = EdgeRouter.from_folders(args.slm, llm, config, session)
+        result = router.answer(args.question, on_event=StreamPrinter(sys.stdout))
+    finally:
+        close = getattr(llm, "close", None)  # the cloud link's probe thread and channel
+        if close is not None:
+            close()
     print()
     print(f"answer: {result.answer.strip()}")
     print(render_summary(result))

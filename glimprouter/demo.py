@@ -92,11 +92,13 @@ def _emulated_link(server_url: str, args: argparse.Namespace) -> Iterator[str]:
 
 def _answer(args: argparse.Namespace, slm_dir: Path, link_url: str, token: str):  # type: ignore[no-untyped-def]
     from edge_client import EdgeRouter, EntropyThreshold, RouterConfig, StepSettings, StreamPrinter
-    from edge_client.cloud_link import CloudLinkConfig, TritonLLM
+    from edge_client.cloud_link import CloudLinkConfig
+    from edge_client.resilient_link import ResilientLLM
 
     # The toy task has one right answer per step: greedy decoding, as its accuracy was measured.
     config = RouterConfig(policy=EntropyThreshold(args.tau), steps=StepSettings(temperature=0.0, seed=0))
-    with TritonLLM(CloudLinkConfig(link_url, token=token, timeout_s=30.0)) as llm:
+    # The resilient link, as `glimp run` uses it: deadlines, bounded retries, breaker, offline mode.
+    with ResilientLLM.connect(CloudLinkConfig(link_url, token=token, timeout_s=30.0)) as llm:
         router = EdgeRouter.from_folders(slm_dir, llm, config)
         print(f"question: {args.question}  (tau = {args.tau:g} nats)", flush=True)
         started = time.perf_counter()
