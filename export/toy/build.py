@@ -166,6 +166,7 @@ def evaluate_pair(out_dir: Path, work_dir: Path) -> dict[str, Any]:
                 **saved["meta"],
                 "steps_done": saved["step"],
                 "seconds": round(saved["seconds"], 1),
+                "trained_on": saved.get("trained_on", []),
             }
         figures[role] = result
         logger.info("%s: %s", role, result)
