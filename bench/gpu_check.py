@@ -149,7 +149,7 @@ def check_auto_provider(lm: Any, prompt: list[int]) -> Check:
     lm.prefill(cache, prompt)
     devices = sorted({v.device_name() for v in (*cache.keys, *cache.values)})
     # What ONNX Runtime really built (CausalLM keeps its session private; this is a check script).
-    session_providers = lm._session.get_providers()
+    session_providers = lm.session_providers
     options = lm._session.get_provider_options().get(lm.provider.name, {})
     figures = {
         "chosen": lm.provider.name,

@@ -37,6 +37,10 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slm", default=_env("GLIMP_SLM"), help="exported SLM folder (env GLIMP_SLM)")
     parser.add_argument("--providers", default=_env("GLIMP_PROVIDERS", "auto"),
                         help="execution providers: auto, cpu, cuda, tensorrt (env GLIMP_PROVIDERS)")
+    parser.add_argument("--no-spin-wait", dest="spin_wait", action="store_false",
+                        default=_env("GLIMP_SPIN_WAIT", "1") != "0",
+                        help="idle ONNX Runtime threads sleep instead of spinning: faster on a busy CPU "
+                             "(env GLIMP_SPIN_WAIT=0)")
 
 
 def add_step_flags(parser: argparse.ArgumentParser) -> None:
@@ -179,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     prompt_messages(args.question)  # an empty question fails first
     config = router_config(args)
     check_inputs(args, config)
-    session = SessionConfig(providers=args.providers)
+    session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)
     llm = llm_backend(args, session) if config.needs_llm else None
     try:
         router = EdgeRouter.from_folders(args.slm, llm, config, session)

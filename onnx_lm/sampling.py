@@ -61,8 +61,18 @@ def nucleus_probs(logits: NDArray[np.floating], temperature: float, top_p: float
     probs = np.exp(log_softmax(logits, temperature))
     if top_p >= 1.0:
         return probs
-    order = np.argsort(-probs, kind="stable")
-    cumulative = np.cumsum(probs[order])
+    # Only the head of the stable descending order matters: every token at least as likely as
+    # the k-th likeliest (ties included), sorted stably, is exactly that head. Sorting a 150k
+    # vocabulary whole cost 24 ms per probe; the head costs a partition and a tiny sort.
+    k = min(64, probs.size)
+    while True:
+        kth = np.partition(probs, probs.size - k)[probs.size - k]
+        head = np.flatnonzero(probs >= kth)
+        order = head[np.argsort(-probs[head], kind="stable")]
+        cumulative = np.cumsum(probs[order])
+        if cumulative[-1] >= top_p or k == probs.size:
+            break
+        k = min(k * 8, probs.size)
     # Keep every token up to and including the first one that brings the mass to top_p.
     keep = int(np.searchsorted(cumulative, top_p, side="left")) + 1
     truncated = np.zeros_like(probs)

@@ -33,6 +33,9 @@ class SessionConfig:
     providers: str | tuple[str, ...] = "auto"  # "auto", "cpu", "cuda", "tensorrt" or a tuple of them
     intra_op_threads: int = 0  # 0: ONNX Runtime's default (one per physical core)
     device_id: int = 0  # which GPU, when a GPU provider is chosen
+    # Idle ORT threads spin while waiting for work: fastest on an idle CPU, but on a saturated
+    # one (a busy laptop) turning it off measured up to 1.9x faster decoding.
+    spin_wait: bool = True
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 0:
@@ -83,6 +86,11 @@ class CausalLM:
                 log.warning("execution provider %s failed for %s: %s", choice.name, folder, exc)
                 failures.append(f"{choice.short_name}: {exc}")
         raise ProviderError(f"no execution provider could run {onnx_path}: " + "; ".join(failures))
+
+    @property
+    def session_providers(self) -> list[str]:
+        """The providers the ONNX Runtime session runs with, first one first."""
+        return list(self._session.get_providers())
 
     def new_cache(self) -> KVCache:
         return KVCache(self.manifest.kv, self.provider.device, self._device_id)
@@ -150,6 +158,8 @@ def _open_session(onnx_path: Path, choice: ProviderChoice, config: SessionConfig
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if config.intra_op_threads:
         options.intra_op_num_threads = config.intra_op_threads
+    if not config.spin_wait:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # warnings from fallback attempts are ours to report, not ORT's
     provider_options = [{"device_id": config.device_id} if p != "CPUExecutionProvider" else {}
                         for p in choice.session_providers]

@@ -75,3 +75,16 @@ def test_low_temperature_concentrates_samples() -> None:
 def test_bad_sampling_params_are_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(BadInputError):
         SamplingParams(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.95, 0.999])
+def test_partial_sort_nucleus_equals_the_full_sort(top_p: float) -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(scale=3.0, size=5000).astype(np.float32)
+    logits[:50] = logits[0]  # ties must resolve as a stable sort does
+    probs = np.exp(log_softmax(logits, 0.7))
+    order = np.argsort(-probs, kind="stable")
+    keep = int(np.searchsorted(np.cumsum(probs[order]), top_p, side="left")) + 1
+    expected = np.zeros_like(probs)
+    expected[order[:keep]] = probs[order[:keep]]
+    np.testing.assert_array_equal(nucleus_probs(logits, 0.7, top_p), expected / expected.sum())
