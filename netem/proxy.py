@@ -104,10 +104,7 @@ class LinkEmulator:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
-            self.cut()
-            self._call(self._server.wait_closed())
-            self._call(self._cancel_tasks())
+            self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)
 
@@ -133,6 +130,14 @@ class LinkEmulator:
 
     def _call(self, coro):  # type: ignore[no-untyped-def]
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    async def _shutdown(self) -> None:
+        """Close the listener and every connection, on the loop's own thread (asyncio is not thread-safe)."""
+        assert self._server is not None
+        self._server.close()
+        self._abort_all()
+        await self._server.wait_closed()
+        await self._cancel_tasks()
 
     async def _cancel_tasks(self) -> None:
         tasks = [t for t in asyncio.all_tasks(self._loop) if t is not asyncio.current_task()]
