@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 DEFAULT_OUT = "models/toy-pair"
 DEFAULT_WORK = "build/toy-pair"
 # Training defaults per role: the settings of the shipped pair.
-DEFAULT_STEPS = {"slm": 3000, "llm": 4000}
+DEFAULT_STEPS = {"slm": 5000, "llm": 4000}
 DEFAULT_LR = {"slm": 3e-3, "llm": 2e-3}
 
 
