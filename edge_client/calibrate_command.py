@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
                           delimiter=delimiter(args))
     questions = read_questions(args.questions, args.limit)
     check_role(args.slm, "slm")
-    router = EdgeRouter.from_folders(args.slm, None, config, SessionConfig(providers=args.providers, spin_wait=args.spin_wait))
+    session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)
+    router = EdgeRouter.from_folders(args.slm, None, config, session)
     result = calibrate(router, questions, args.share)
     path = result.save(Path(args.out))
     print(f"tau {result.tau:.4f} nats sends {args.share:.0%} of {result.steps} steps "

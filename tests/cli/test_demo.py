@@ -28,6 +28,8 @@ def test_demo_answers_with_the_split_shown(
     assert '"steps"' in trace.read_text()
 
 
-def test_demo_without_the_pair_says_how_to_build_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_without_the_pair_says_how_to_build_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo", "--pair", str(tmp_path)]) == 2
     assert "glimp toy build" in capsys.readouterr().err
