@@ -1,8 +1,9 @@
 """`BenchRig`: the pieces every system shares, started once per benchmark run.
 
-A local tritonserver serving the LLM (the project's launcher, a random edge token), a link
-emulator in front of it (delay and bandwidth, counting the bytes that really cross the wire;
-none on loopback), and the SLM loaded once in this process.
+A local tritonserver serving the LLM (the project's launcher, a random edge token) and the SLM
+loaded once in this process. Each system dials the server through a link emulator of its own
+(delay and bandwidth, counting the bytes that really cross the wire; none on loopback), so the
+bytes of systems that run interleaved stay apart.
 """
 
 from __future__ import annotations
@@ -41,8 +42,27 @@ class RigConfig:
     background_sync: bool = False  # the link pushes SLM-written steps to the cloud while the SLM works
 
 
+class EdgeLink:
+    """One system's way to the server: an emulated link of its own, or loopback. Close it after use."""
+
+    def __init__(self, server_url: str, server_port: int, profile: LinkProfile | None) -> None:
+        self.emulator = LinkEmulator("127.0.0.1", server_port, profile).start() if profile else None
+        self.url = self.emulator.address if self.emulator is not None else server_url
+        self._final = (0, 0)  # the counts when the link was closed
+
+    def wire_bytes(self) -> tuple[int, int]:
+        """(up, down) bytes that crossed this link so far (or until it closed); (0, 0) on loopback."""
+        return self.emulator.stats.snapshot() if self.emulator is not None else self._final
+
+    def close(self) -> None:
+        if self.emulator is not None:
+            self._final = self.emulator.stats.snapshot()
+            self.emulator.stop()
+            self.emulator = None
+
+
 class BenchRig:
-    """Context manager: server up, emulator up, SLM loaded; `backend()` opens a fresh cloud link."""
+    """Context manager: server up, SLM loaded; `link()` and `backend()` open a system's way to the cloud."""
 
     def __init__(self, config: RigConfig) -> None:
         check_role(config.slm_dir, "slm")
@@ -51,7 +71,6 @@ class BenchRig:
         self.token = new_token()
         self.slm: CausalLM | None = None
         self.server: TritonServer | None = None
-        self.emulator: LinkEmulator | None = None
         self._repository: Path | None = None
 
     def __enter__(self) -> BenchRig:
@@ -66,43 +85,30 @@ class BenchRig:
                  tb: TracebackType | None) -> None:
         self.close()
 
-    @property
-    def url(self) -> str:
-        """Where the edge dials: the emulator, or the server itself on loopback."""
-        if self.emulator is not None:
-            return self.emulator.address
+    def link(self) -> EdgeLink:
+        """A new emulated link to the server (loopback when the rig has no link profile)."""
         assert self.server is not None, "start the rig first"
-        return self.server.grpc_url
+        return EdgeLink(self.server.grpc_url, self.server.config.grpc_port, self.config.link)
 
-    def backend(self, *, resend_full: bool = False) -> ResilientLLM:
+    def backend(self, url: str, *, resend_full: bool = False) -> ResilientLLM:
         """A new client of the server, as `glimp run` uses it (retries, breaker; own channel and
         credential), already connected: the warm-up call runs before any clock does. Close it after use.
 
         Raises GlimpError when the server does not answer the warm-up call.
         """
-        link = CloudLinkConfig(self.url, self.token, timeout_s=self.config.call_timeout_s,
-                               resend_full=resend_full)
+        link = CloudLinkConfig(url, self.token, timeout_s=self.config.call_timeout_s, resend_full=resend_full)
         llm = ResilientLLM.connect(link, ResilienceConfig(background_sync=self.config.background_sync))
         llm.check()
         snapshot = llm.breaker_state()
         if snapshot.state != BreakerState.CLOSED:
             llm.close()
-            raise GlimpError(
-                f"the benchmark's own Triton server did not answer at {self.url}: {snapshot.reason}"
-            )
+            raise GlimpError(f"the benchmark's own Triton server did not answer at {url}: {snapshot.reason}")
         return llm
-
-    def wire_bytes(self) -> tuple[int, int]:
-        """(up, down) bytes that crossed the emulated link so far; (0, 0) on loopback."""
-        return self.emulator.stats.snapshot() if self.emulator is not None else (0, 0)
 
     def server_ready_s(self) -> float | None:
         return self.server.ready_s if self.server is not None else None
 
     def close(self) -> None:
-        if self.emulator is not None:
-            self.emulator.stop()
-            self.emulator = None
         if self.server is not None:
             self.server.stop()
             self.server = None
@@ -120,7 +126,5 @@ class BenchRig:
         self.server = TritonServer(server_config)
         self.server.start()
         log.info("tritonserver ready in %.1f s on %s", self.server.ready_s or 0.0, self.server.grpc_url)
-        if cfg.link is not None:
-            self.emulator = LinkEmulator("127.0.0.1", server_config.grpc_port, cfg.link).start()
         self.slm = CausalLM.load(cfg.slm_dir, SessionConfig(providers=cfg.providers,
                                                             intra_op_threads=cfg.threads))

@@ -1,9 +1,14 @@
-"""Running systems over problems, one problem at a time (the paper's batch 1), in one plan.
+"""Running systems over problems, one problem at a time (the paper's batch 1), interleaved.
 
-Order: the dev-set calibration (when a system needs it), the baselines, GlimpRouter's sweeps,
-then random and step-average matched to the cloud share each GlimpRouter share setting reached,
-generate-then-verify, and last the best GlimpRouter setting again over a full-resend link.
-Every system sees the same problems with the same per-problem random streams.
+Systems run in groups; inside a group every system answers problem 1, then every system answers
+problem 2, and so on (the starting system rotates), so a burst of other work on the machine
+slows every system of the group alike instead of whichever happened to run then. Each system
+has its own link emulator, cloud client and policy, so nothing leaks between them.
+
+Order: the dev-set calibration (when a system needs it); group 1: the baselines and GlimpRouter's
+sweeps; group 2: random, step-average and verify matched to the cloud share each GlimpRouter
+share setting reached, fixed-threshold verify, and the full-resend twins of the best GlimpRouter
+row and of the step-wise LLM. Every system sees the same problems with the same random streams.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ class BenchPlan:
 
 
 OnSystem = Callable[[list[SystemRun], DevEntropies | None], None]
+SAVE_EVERY_PROBLEMS = 50  # how often a group's partial results are handed to `on_system`
 
 
 def run_plan(rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
@@ -86,48 +92,58 @@ def run_plan(rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
              on_system: OnSystem | None = None) -> tuple[list[SystemRun], DevEntropies | None]:
     """Run every system of `plan`; return their runs in order, and the dev entropies (if measured).
 
-    `on_system(runs so far, dev)` is called after each system (to save partial results of a long run).
+    `on_system(runs so far, dev)` is called now and then (to save partial results of a long run).
     """
     assert rig.slm is not None, "start the rig first"
     runner = _Runner(rig, plan, problems, checker, progress, on_system)
-    dev = None
     if plan.needs_dev:
-        if progress is not None:
-            progress.set_description("dev calibration")
-        with rig.backend() as llm:
-            dev = measure_dev(rig.slm, llm, dev_problems, plan.steps, plan.seed,
-                              score="verify" in plan.families, on_problem=runner.tick)
-        runner.dev = dev
-    for spec in baseline_systems(plan.families):
-        runner.run(spec)
-    glimp_rows = runner.run_all(threshold_systems(plan.taus) if "glimp-tau" in plan.families else [])
-    share_rows = []
+        runner.dev = _dev_pass(rig, plan, dev_problems, runner.tick, progress)
+    dev = runner.dev
+    first = list(baseline_systems(plan.families))
+    first += threshold_systems(plan.taus) if "glimp-tau" in plan.families else []
     if "glimp-share" in plan.families:
-        assert dev is not None
-        share_rows = runner.run_all(share_systems(plan.shares, dev.calibration(rig.slm, plan.shares[0])))
-    for matched in _matched(plan, share_rows, dev):
-        runner.run(matched)
-    if "verify" in plan.families:
-        runner.run_all(verify_systems(plan.verify_thresholds))
+        assert dev is not None and rig.slm is not None
+        first += share_systems(plan.shares, dev.calibration(rig.slm, plan.shares[0]))
+    runner.run_group(first)
+    second = _matched(plan, runner.runs, dev)
+    second += verify_systems(plan.verify_thresholds) if "verify" in plan.families else []
     if "resend" in plan.families:
-        best = best_glimp([summarize(r) for r in runner.runs])
-        chosen = next((s for s, r in [*glimp_rows, *share_rows] if best and r.name == best.name), None)
-        if chosen is not None:
-            runner.run(resend_twin(chosen))
-        else:
-            log.warning("no GlimpRouter system ran, so there is nothing to rerun over a full-resend link")
-        # For scale: the most cloud calls per problem, so the most a full resend can cost.
-        runner.run_all([resend_twin(s) for s in baseline_systems(plan.families) if s.family == "llm-steps"])
+        second += _resend_twins(first, runner.runs)
+    runner.run_group(second)
     return runner.runs, dev
 
 
-def _matched(plan: BenchPlan, share_rows: list[tuple[SystemSpec, SystemRun]],
-             dev: DevEntropies | None) -> list[SystemSpec]:
-    """Random and step-average at the share each GlimpRouter share row reached (or the target shares)."""
+def _dev_pass(rig: BenchRig, plan: BenchPlan, dev_problems: Sequence[BenchProblem],
+              tick: Callable[[], None], progress: Progress | None) -> DevEntropies:
+    assert rig.slm is not None
+    if progress is not None:
+        progress.set_description("dev calibration")
+    link = rig.link()
+    try:
+        with rig.backend(link.url) as llm:
+            return measure_dev(rig.slm, llm, dev_problems, plan.steps, plan.seed,
+                               score="verify" in plan.families, on_problem=tick)
+    finally:
+        link.close()
+
+
+def _resend_twins(first: Sequence[SystemSpec], runs: Sequence[SystemRun]) -> list[SystemSpec]:
+    """The best GlimpRouter row and, for scale, the step-wise LLM again over a full-resend link."""
+    best = best_glimp([summarize(r) for r in runs])
+    twins = [resend_twin(s) for s in first if best is not None and s.name == best.name]
+    if not twins:
+        log.warning("no GlimpRouter system ran, so there is nothing to rerun over a full-resend link")
+    # The step-wise LLM makes the most cloud calls per problem: the most a full resend can cost.
+    return twins + [resend_twin(s) for s in first if s.family == "llm-steps"]
+
+
+def _matched(plan: BenchPlan, runs: Sequence[SystemRun], dev: DevEntropies | None) -> list[SystemSpec]:
+    """Random, step-average and verify at the share each GlimpRouter share row reached (or the targets)."""
     if not any(f in plan.families for f in MATCHED_FAMILIES):
         return []
-    if share_rows:
-        targets = [(run.name, summarize(run).cloud_step_share) for _, run in share_rows]
+    share_runs = [r for r in runs if r.family == "glimp-share"]
+    if share_runs:
+        targets = [(run.name, summarize(run).cloud_step_share) for run in share_runs]
     else:
         targets = [(f"glimp share={s:g}", s) for s in plan.shares]
     specs = []
@@ -136,59 +152,50 @@ def _matched(plan: BenchPlan, share_rows: list[tuple[SystemSpec, SystemRun]],
     return specs
 
 
-class _Runner:
-    def __init__(self, rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
-                 checker: AnswerChecker, progress: Progress | None, on_system: OnSystem | None) -> None:
-        self.rig, self.plan, self.problems = rig, plan, problems
-        self.checker, self.progress, self.on_system = checker, progress, on_system
-        self.runs: list[SystemRun] = []
-        self.dev: DevEntropies | None = None
+class _Lane:
+    """One system while its group runs: its own link, cloud client, router and records."""
 
-    def run_all(self, specs: Sequence[SystemSpec]) -> list[tuple[SystemSpec, SystemRun]]:
-        return [(spec, self.run(spec)) for spec in specs]
+    def __init__(self, rig: BenchRig, spec: SystemSpec, plan: BenchPlan, checker: AnswerChecker) -> None:
+        assert rig.slm is not None
+        self.spec, self.plan, self.checker = spec, plan, checker
+        self.link = rig.link()
+        self.results: list[ProblemResult] = []
+        self.llm: ResilientLLM | None = None
+        self.timer: CloseTimer | None = None
+        self.router: EdgeRouter | None = None
+        self.policy = "one WRITE_ANSWER call"
+        if spec.uses_llm:
+            self.llm = rig.backend(self.link.url, resend_full=spec.resend_full)  # warm: connected, checked
+            self.timer = CloseTimer(self.llm)
+        if spec.make_policy is not None:
+            policy = spec.make_policy()
+            self.policy = policy.describe()
+            config = RouterConfig(policy=policy, steps=plan.steps, answer_by=spec.answer_by)
+            self.router = EdgeRouter(rig.slm, self.timer, config)
+        self.wire_start = self.link.wire_bytes()
 
-    def run(self, spec: SystemSpec) -> SystemRun:
-        if self.progress is not None:
-            self.progress.set_description(spec.name)
-        llm = self.rig.backend(resend_full=spec.resend_full) if spec.uses_llm else None
-        try:
-            run = self._timed(spec, llm)
-        finally:
-            if llm is not None:
-                llm.close()
-        self.runs.append(run)
-        log.info("%s: %s", spec.name, summarize(run).one_line())
-        if self.on_system is not None:
-            self.on_system(list(self.runs), self.dev)
-        return run
+    def answer(self, index: int, problem: BenchProblem) -> None:
+        if self.router is None:
+            assert self.llm is not None
+            self.results.append(self._one_call(self.llm, problem))
+            return
+        run = self.router.answer(problem.question, rng=problem_rng(self.plan.seed, index))
+        verdict = self.checker.check(run.transcript, problem.answer)
+        close_s = self.timer.take_close_s() if self.timer is not None else 0.0
+        self.results.append(from_run(problem.id, problem.answer, verdict, run, close_s))
 
-    def _timed(self, spec: SystemSpec, llm: ResilientLLM | None) -> SystemRun:
-        up, down = self.rig.wire_bytes()
-        started = time.perf_counter()
-        results = self._one_calls(llm) if spec.one_call else self._routed(spec, llm)
-        wall_s = time.perf_counter() - started
-        up_after, down_after = self.rig.wire_bytes()
-        policy = "one WRITE_ANSWER call" if spec.make_policy is None else spec.make_policy().describe()
-        return SystemRun(spec.name, spec.family, spec.matched_to, spec.resend_full, policy, tuple(results),
-                         up_after - up, down_after - down, wall_s)
+    def record(self) -> SystemRun:
+        """What the system has measured so far."""
+        up, down = self.link.wire_bytes()
+        spec = self.spec
+        return SystemRun(spec.name, spec.family, spec.matched_to, spec.resend_full, self.policy,
+                         tuple(self.results), up - self.wire_start[0], down - self.wire_start[1],
+                         sum(r.wall_s for r in self.results))
 
-    def _routed(self, spec: SystemSpec, llm: ResilientLLM | None) -> list[ProblemResult]:
-        assert spec.make_policy is not None and self.rig.slm is not None
-        config = RouterConfig(policy=spec.make_policy(), steps=self.plan.steps, answer_by=spec.answer_by)
-        timer = CloseTimer(llm) if llm is not None else None
-        router = EdgeRouter(self.rig.slm, timer, config)
-        results = []
-        for index, problem in enumerate(self.problems):
-            run = router.answer(problem.question, rng=problem_rng(self.plan.seed, index))
-            verdict = self.checker.check(run.transcript, problem.answer)
-            close_s = timer.take_close_s() if timer is not None else 0.0
-            results.append(from_run(problem.id, problem.answer, verdict, run, close_s))
-            self.tick()
-        return results
-
-    def _one_calls(self, llm: ResilientLLM | None) -> list[ProblemResult]:
-        assert llm is not None
-        return [self._one_call(llm, problem) for problem in self.problems]
+    def close(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+        self.link.close()
 
     def _one_call(self, llm: ResilientLLM, problem: BenchProblem) -> ProblemResult:
         """The LLM writes reasoning and answer in one call, as a user without this project would."""
@@ -206,13 +213,51 @@ class _Runner:
         timing = Timing(0.0, timing.network_s, timing.cloud_queue_s, timing.cloud_compute_s,
                         time.perf_counter() - started)
         verdict = self.checker.check(reply.text, problem.answer)
-        self.tick()
         return from_one_call(problem.id, problem.answer, verdict, output=reply.text,
                              tokens=reply.cost.decode_tokens, timing=timing, traffic=traffic,
                              close_s=close_s)
 
+
+class _Runner:
+    def __init__(self, rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
+                 checker: AnswerChecker, progress: Progress | None, on_system: OnSystem | None) -> None:
+        self.rig, self.plan, self.problems = rig, plan, problems
+        self.checker, self.progress, self.on_system = checker, progress, on_system
+        self.runs: list[SystemRun] = []
+        self.dev: DevEntropies | None = None
+
+    def run_group(self, specs: Sequence[SystemSpec]) -> list[SystemRun]:
+        """Every system of `specs` over every problem, interleaved problem by problem."""
+        if not specs:
+            return []
+        lanes: list[_Lane] = []
+        try:
+            for spec in specs:
+                lanes.append(_Lane(self.rig, spec, self.plan, self.checker))
+            for index, problem in enumerate(self.problems):
+                self._round(lanes, index, problem)
+                if self.on_system is not None and (index + 1) % SAVE_EVERY_PROBLEMS == 0:
+                    self.on_system([*self.runs, *(lane.record() for lane in lanes)], self.dev)
+        finally:
+            for lane in lanes:
+                lane.close()
+        runs = [lane.record() for lane in lanes]
+        self.runs += runs
+        for run in runs:
+            log.info("%s: %s", run.name, summarize(run).one_line())
+        if self.on_system is not None:
+            self.on_system(list(self.runs), self.dev)
+        return runs
+
+    def _round(self, lanes: Sequence[_Lane], index: int, problem: BenchProblem) -> None:
+        """One problem through every lane, starting one lane later each problem."""
+        shift = index % len(lanes)
+        for lane in [*lanes[shift:], *lanes[:shift]]:
+            if self.progress is not None:
+                self.progress.set_description(lane.spec.name)
+            lane.answer(index, problem)
+            self.tick()
+
     def tick(self) -> None:
         if self.progress is not None:
             self.progress.update(1)
-
-
