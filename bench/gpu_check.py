@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,16 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from bench.decode_speed import (
+from bench.decode_common import (
     REPO_ROOT,
-    BenchConfig,
     Contender,
     ContenderResult,
+    EnvFlags,
     ensure_export,
     machine_info,
     onnx_lm_generate,
     prompt_ids,
+    run_main,
     time_interleaved,
+    write_md_json,
 )
 from onnx_lm.errors import BadInputError
 
@@ -72,6 +73,8 @@ class GpuCheckConfig:
         for name in ("prompt_tokens", "new_tokens", "repeats", "cpu_threads"):
             if getattr(self, name) < 1:
                 raise BadInputError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise BadInputError(f"warmup must be >= 0, got {self.warmup}")
 
 
 @dataclass
@@ -148,13 +151,11 @@ def check_auto_provider(lm: Any, prompt: list[int]) -> Check:
     cache = lm.new_cache()
     lm.prefill(cache, prompt)
     devices = sorted({v.device_name() for v in (*cache.keys, *cache.values)})
-    # What ONNX Runtime really built (CausalLM keeps its session private; this is a check script).
-    session_providers = lm.session_providers
-    options = lm._session.get_provider_options().get(lm.provider.name, {})
+    session_providers = lm.session_providers  # what ONNX Runtime really built
     figures = {
         "chosen": lm.provider.name,
         "session_providers": session_providers,
-        "provider_options": {k: v for k, v in options.items() if k in _SHOWN_OPTIONS},
+        "provider_options": _provider_options(lm),
         "kv_device_names": devices,
         "kv_bytes": cache.nbytes,
     }
@@ -166,6 +167,16 @@ def check_auto_provider(lm: Any, prompt: list[int]) -> Check:
 
 # Provider options worth recording next to parity figures (use_tf32 changes fp32 matmul precision).
 _SHOWN_OPTIONS = ("device_id", "use_tf32", "cudnn_conv_algo_search", "enable_cuda_graph")
+
+
+def _provider_options(lm: Any) -> dict[str, str]:
+    """The chosen provider's options as the session holds them.
+
+    CausalLM has no public accessor for these (only `session_providers`), so this check script
+    reads its private session; the figure is informational and does not decide the check.
+    """
+    options = lm._session.get_provider_options().get(lm.provider.name, {})
+    return {k: v for k, v in options.items() if k in _SHOWN_OPTIONS}
 
 
 def teacher_forced_logits(lm: Any, prompt: list[int], tokens: list[int]) -> list[np.ndarray]:
@@ -250,16 +261,8 @@ def run_checks(config: GpuCheckConfig) -> GpuReport:
             checks.append(fp16_check)
         if fp16_lm is not None:
             labelled.insert(1, (f"fp16 on {fp16_lm.provider.short_name}", fp16_lm))
-    bench = BenchConfig(
-        work_dir=config.work_dir,
-        out_dir=None,
-        prompt_tokens=config.prompt_tokens,
-        new_tokens=config.new_tokens,
-        repeats=config.repeats,
-        warmup=config.warmup,
-    )
     contenders = [speed_contender(name, lm, prompt, config.new_tokens) for name, lm in labelled]
-    speed = time_interleaved(contenders, bench)
+    speed = time_interleaved(contenders, config)
     return GpuReport(machine_info("bench.gpu_check"), runtime_info(), checks, speed)
 
 
@@ -299,57 +302,22 @@ def render_markdown(report: GpuReport) -> str:
 
 
 def write_report(report: GpuReport, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "gpu_check.json", out_dir / "gpu_check.md"]
-    paths[0].write_text(json.dumps(report.to_dict(), indent=1) + "\n", encoding="utf-8")
-    paths[1].write_text(render_markdown(report), encoding="utf-8")
-    return paths
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(f"GLIMP_GPU_CHECK_{name}", default)
+    md, js = write_md_json(out_dir, "gpu_check", render_markdown(report), report.to_dict())
+    return [js, md]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Flags; each has a GLIMP_GPU_CHECK_* environment twin."""
-    add = parser.add_argument
-    add(
-        "--work-dir",
-        type=Path,
-        default=Path(_env("WORK_DIR", str(REPO_ROOT / ".cache" / "gpu"))),
-        help="where the checkpoint and exports are built (env GLIMP_GPU_CHECK_WORK_DIR)",
-    )
-    add(
-        "--model-dir",
-        type=Path,
-        default=_env("MODEL_DIR", "") or None,
-        help="an existing fp32 export to check instead (env GLIMP_GPU_CHECK_MODEL_DIR)",
-    )
-    add(
-        "--out-dir",
-        type=Path,
-        default=Path(_env("OUT_DIR", str(REPO_ROOT / "bench" / "results"))),
-        help="where gpu_check.{json,md} go (env GLIMP_GPU_CHECK_OUT_DIR)",
-    )
-    add(
-        "--new-tokens",
-        type=int,
-        default=int(_env("NEW_TOKENS", "128")),
-        help="env GLIMP_GPU_CHECK_NEW_TOKENS",
-    )
-    add("--repeats", type=int, default=int(_env("REPEATS", "5")), help="env GLIMP_GPU_CHECK_REPEATS")
-    add(
-        "--cpu-threads",
-        type=int,
-        default=int(_env("CPU_THREADS", "2")),
-        help="env GLIMP_GPU_CHECK_CPU_THREADS",
-    )
-    add(
-        "--no-fp16",
-        action="store_true",
-        default=_env("NO_FP16", "0") == "1",
-        help="skip the fp16 export check (env GLIMP_GPU_CHECK_NO_FP16=1)",
-    )
+    """Flags of `glimp gpu-check` / `python -m bench.gpu_check`; each has a GLIMP_GPU_CHECK_* twin."""
+    flags = EnvFlags(parser, "GLIMP_GPU_CHECK")
+    work_dir = str(REPO_ROOT / ".cache" / "gpu")
+    flags.value("--work-dir", Path, work_dir, "where the checkpoint and exports are built")
+    flags.optional_path("--model-dir", "an existing fp32 export to check instead")
+    results = str(REPO_ROOT / "bench" / "results")
+    flags.value("--out-dir", Path, results, "where gpu_check.{json,md} go")
+    flags.value("--new-tokens", int, "128")
+    flags.value("--repeats", int, "5")
+    flags.value("--cpu-threads", int, "2")
+    flags.switch("--no-fp16", "skip the fp16 export check")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -371,11 +339,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.gpu_check", description=__doc__.split("\n")[0])
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return run(args)
+    return run_main("bench.gpu_check", __doc__ or "", configure_parser, run, argv)
 
 
 if __name__ == "__main__":

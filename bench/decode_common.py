@@ -1,0 +1,405 @@
+"""What the decode benchmark and the GPU checks share.
+
+The benchmark model (a random ~27M Qwen3, built and exported once), the timing protocol (warm-up,
+then interleaved timed runs), the onnx_lm decode loop both time, what the machine is and how busy
+other processes keep it, and the command-line plumbing (flags with environment twins).
+
+The genai venv's Python imports this module too (through `bench.decode_speed --worker genai`) and
+lacks the project's packages: keep top-level imports to the standard library and numpy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROMPT_TEXT = "Q: 48*7+19=? Think step by step.\n"  # 32 characters = 32 tokens (char tokenizer)
+
+
+def bad_input(message: str) -> Exception:
+    """The project's BadInputError, imported late: the genai worker's venv cannot import onnx_lm."""
+    from onnx_lm.errors import BadInputError
+
+    return BadInputError(message)
+
+
+def bench_error(message: str) -> Exception:
+    """A GlimpError for a contender that failed to build or run."""
+    from onnx_lm.errors import GlimpError
+
+    return GlimpError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchShape:
+    """The benchmark checkpoint: a random Qwen3 of about 27M parameters (the measured anchor)."""
+
+    hidden_size: int = 512
+    num_layers: int = 8
+    num_heads: int = 8
+    num_kv_heads: int = 4  # grouped-query attention, as in real Qwen3
+    intermediate_size: int = 1536
+    vocab_size: int = 4096  # the char tokenizer's ~100 ids, padded: logits have this many rows
+    max_position_embeddings: int = 2048
+    tie_word_embeddings: bool = True
+    # Wider than HF's 0.02 so logits are peaked: greedy tokens then survive fp16 / CPU-vs-GPU noise.
+    initializer_range: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise bad_input(
+                f"hidden_size {self.hidden_size} must divide by num_heads {self.num_heads} "
+                f"and num_heads by num_kv_heads {self.num_kv_heads}"
+            )
+
+
+def make_checkpoint(out_dir: Path, shape: BenchShape = BenchShape(), *, seed: int = 0) -> Path:
+    """Write a random Qwen3 checkpoint of `shape` with the project's char tokenizer to `out_dir`.
+
+    Not `export.tiny.make_tiny_checkpoint`: that one sizes the vocabulary to the tokenizer (~100
+    ids) and unties the embeddings, while the measured anchor pads it to 4096 ids and ties them.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from export.char_tokenizer import build_char_tokenizer, save_hf_tokenizer
+    from export.tiny import ALPHABET, CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
+
+    tokenizer = build_char_tokenizer(
+        ALPHABET, special_tokens=SPECIAL_TOKENS, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN
+    )
+    if tokenizer.get_vocab_size() > shape.vocab_size:
+        raise bad_input(
+            f"vocab_size {shape.vocab_size} is below the tokenizer's {tokenizer.get_vocab_size()}"
+        )
+    eos_id, pad_id = tokenizer.token_to_id(EOS_TOKEN), tokenizer.token_to_id(PAD_TOKEN)
+    config = _qwen3_config(shape, eos_id, pad_id)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config).eval()
+    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id)
+    model.save_pretrained(str(out_dir))
+    save_hf_tokenizer(
+        tokenizer, out_dir, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, chat_template=CHAT_TEMPLATE
+    )
+    log.info("wrote %s (%.1fM parameters)", out_dir, model.num_parameters() / 1e6)
+    return out_dir
+
+
+def _qwen3_config(shape: BenchShape, eos_id: int, pad_id: int) -> Any:
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=shape.vocab_size,
+        hidden_size=shape.hidden_size,
+        intermediate_size=shape.intermediate_size,
+        num_hidden_layers=shape.num_layers,
+        num_attention_heads=shape.num_heads,
+        num_key_value_heads=shape.num_kv_heads,
+        head_dim=shape.hidden_size // shape.num_heads,
+        max_position_embeddings=shape.max_position_embeddings,
+        initializer_range=shape.initializer_range,
+        tie_word_embeddings=shape.tie_word_embeddings,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        bos_token_id=None,
+    )
+
+
+def ensure_export(work_dir: Path, shape: BenchShape = BenchShape(), *, dtype: str = "float32") -> Path:
+    """The project's export of the benchmark checkpoint (built on first use, then reused)."""
+    from export.hf_export import ExportOptions, export_checkpoint
+
+    checkpoint = work_dir / "checkpoint"
+    if not (checkpoint / "config.json").is_file():
+        make_checkpoint(checkpoint, shape)
+    onnx_dir = work_dir / ("onnx" if dtype == "float32" else f"onnx-{dtype}")
+    if not (onnx_dir / "manifest.json").is_file():
+        started = time.perf_counter()
+        export_checkpoint(checkpoint, onnx_dir, ExportOptions(dtype=dtype))
+        log.info("exported %s in %.1f s", onnx_dir, time.perf_counter() - started)
+    return onnx_dir
+
+
+def prompt_ids(folder: Path, count: int) -> list[int]:
+    """`count` token ids of PROMPT_TEXT (repeated as needed) under the folder's tokenizer."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    text = PROMPT_TEXT * (count // len(PROMPT_TEXT) + 1)
+    ids = tokenizer.encode(text, add_special_tokens=False).ids[:count]
+    if len(ids) != count:
+        raise bad_input(f"the prompt gave {len(ids)} tokens under {folder}'s tokenizer, {count} wanted")
+    return list(ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing protocol: every contender warms up, then the timed runs are interleaved (A B C, A B C,
+# ...) so that load from other processes on a shared machine falls on all of them alike.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTiming:
+    """One timed generation: prompt -> `new_tokens` greedy tokens."""
+
+    total_s: float  # prefill + every decode step + sampling
+    prefill_s: float | None  # None where the contender does not expose it (optimum generate)
+
+
+@dataclass
+class ContenderResult:
+    """Every timed run of one contender plus the tokens it produced."""
+
+    name: str
+    runs: list[RunTiming]
+    tokens: list[int]
+    new_tokens: int
+    notes: str = ""
+
+    @property
+    def tokens_per_s(self) -> float:
+        """new tokens / median total time: the headline figure (prefill included)."""
+        return self.new_tokens / statistics.median(r.total_s for r in self.runs)
+
+    @property
+    def decode_tokens_per_s(self) -> float | None:
+        """(new tokens - 1) / median time after prefill: decode steps alone."""
+        if any(r.prefill_s is None for r in self.runs) or self.new_tokens < 2:
+            return None
+        return (self.new_tokens - 1) / statistics.median(r.total_s - (r.prefill_s or 0.0) for r in self.runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tokens_per_s": self.tokens_per_s,
+            "decode_tokens_per_s": self.decode_tokens_per_s,
+            "notes": self.notes,
+            "runs": [asdict(r) for r in self.runs],
+            "tokens": self.tokens,
+        }
+
+
+GenerateFn = Callable[[], tuple[list[int], RunTiming]]
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A named way to turn the prompt into `new_tokens` greedy tokens, timed by the caller."""
+
+    name: str
+    generate: GenerateFn
+    notes: str = ""
+
+
+class TimingPlan(Protocol):
+    """How many tokens each run makes and how many runs there are (both configs have these)."""
+
+    @property
+    def new_tokens(self) -> int: ...
+    @property
+    def repeats(self) -> int: ...
+    @property
+    def warmup(self) -> int: ...
+
+
+def time_interleaved(contenders: Sequence[Contender], plan: TimingPlan) -> list[ContenderResult]:
+    """Warm every contender up, then run them round-robin `plan.repeats` times."""
+    for contender in contenders:
+        for _ in range(plan.warmup):
+            contender.generate()
+    runs: dict[str, list[RunTiming]] = {c.name: [] for c in contenders}
+    tokens: dict[str, list[int]] = {}
+    for _ in range(plan.repeats):
+        for contender in contenders:
+            tokens[contender.name], timing = contender.generate()
+            runs[contender.name].append(timing)
+    return [_result(c, runs[c.name], tokens[c.name], plan.new_tokens) for c in contenders]
+
+
+def _result(
+    contender: Contender, runs: list[RunTiming], tokens: list[int], new_tokens: int
+) -> ContenderResult:
+    if len(tokens) != new_tokens:
+        raise bench_error(f"{contender.name} produced {len(tokens)} tokens, {new_tokens} wanted")
+    result = ContenderResult(contender.name, runs, tokens, new_tokens, contender.notes)
+    log.info("%s: %.1f tok/s", contender.name, result.tokens_per_s)
+    return result
+
+
+def onnx_lm_generate(lm: Any, prompt: list[int], new_tokens: int) -> tuple[list[int], RunTiming]:
+    """The project's loop: prefill, then one `decode_one` per token, greedy sampling."""
+    from onnx_lm.sampling import GREEDY, sample_token
+
+    rng = np.random.default_rng(0)
+    started = time.perf_counter()
+    cache = lm.new_cache()
+    logits = lm.prefill(cache, prompt)
+    prefill_s = time.perf_counter() - started
+    tokens = [sample_token(logits, GREEDY, rng)]
+    while len(tokens) < new_tokens:
+        logits = lm.decode_one(cache, tokens[-1])
+        tokens.append(sample_token(logits, GREEDY, rng))
+    return tokens, RunTiming(time.perf_counter() - started, prefill_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine: what it is, and how much of it other processes use (it is shared)
+# ---------------------------------------------------------------------------------------------
+
+
+def machine_info(module: str = "bench.decode_speed") -> dict[str, Any]:
+    """What the figures were measured on, and the command that measured them."""
+    import onnxruntime as ort
+
+    return {
+        "cpu": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "numpy": np.__version__,
+        "date_utc": datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+        "command": shlex.join([Path(sys.executable).name, "-m", module, *sys.argv[1:]]),
+    }
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return ""
+    lines = cpuinfo.read_text().splitlines()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all CPUs from /proc/stat; None where there is no /proc."""
+    stat = Path("/proc/stat")
+    if not stat.is_file():
+        return None
+    fields = [int(v) for v in stat.read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def _own_cpu_s() -> float:
+    times = os.times()  # children count once waited for (the genai worker is, before the end)
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class LoadMeter:
+    """Share of all CPUs that *other* processes kept busy between creation and `others_share()`."""
+
+    def __init__(self) -> None:
+        self._start = _cpu_jiffies()
+        self._own_start = _own_cpu_s()
+
+    def others_share(self) -> float | None:
+        end = _cpu_jiffies()
+        if self._start is None or end is None or end[1] == self._start[1]:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        busy = (end[0] - self._start[0]) / hz
+        total = (end[1] - self._start[1]) / hz
+        return max(0.0, (busy - (_own_cpu_s() - self._own_start)) / total)
+
+
+def wait_for_idle(timeout_s: float, *, busy_below: float = 0.15, window_s: float = 2.0) -> None:
+    """Wait (up to `timeout_s`) for a `window_s` window in which the CPUs were mostly idle."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        meter = LoadMeter()
+        time.sleep(window_s)
+        share = meter.others_share()
+        if share is None or share < busy_below:
+            return
+        log.info("other processes keep %.0f%% of the CPUs busy; waiting", share * 100)
+    if timeout_s > 0:
+        log.warning("the CPUs did not go idle within %.0f s; timing under load", timeout_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line and output files
+# ---------------------------------------------------------------------------------------------
+
+
+class EnvFlags:
+    """Adds flags whose defaults come from `<prefix>_<FLAG>` environment variables.
+
+    Every flag then works unchanged from a CI job's environment; the help names the variable.
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser, prefix: str) -> None:
+        self._parser = parser
+        self._prefix = prefix
+
+    def value(self, flag: str, kind: Callable[[str], Any], default: str, text: str = "") -> None:
+        """`flag` of type `kind`; its variable, else `default`, gives the default."""
+        var = self._var(flag)
+        self._parser.add_argument(
+            flag, type=kind, default=kind(os.environ.get(var, default)), help=_help(text, f"env {var}")
+        )
+
+    def optional_path(self, flag: str, text: str) -> None:
+        """A folder flag that defaults to None unless its variable names one."""
+        var = self._var(flag)
+        default = os.environ.get(var, "") or None
+        self._parser.add_argument(flag, type=Path, default=default, help=_help(text, f"env {var}"))
+
+    def switch(self, flag: str, text: str) -> None:
+        """An on/off flag; its variable set to 1 turns it on."""
+        var = self._var(flag)
+        on = os.environ.get(var, "0") == "1"
+        self._parser.add_argument(flag, action="store_true", default=on, help=_help(text, f"env {var}=1"))
+
+    def _var(self, flag: str) -> str:
+        return f"{self._prefix}_{flag.removeprefix('--').replace('-', '_').upper()}"
+
+
+def _help(text: str, env: str) -> str:
+    return f"{text} ({env})" if text else env
+
+
+def run_main(
+    module: str,
+    doc: str,
+    configure: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    argv: Sequence[str] | None,
+) -> int:
+    """`python -m <module>`: parse the flags `configure` adds, set up logging, then `run`."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n")[0])
+    configure(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+def write_md_json(out_dir: Path, stem: str, markdown: str, data: dict[str, Any]) -> tuple[Path, Path]:
+    """`stem`.md and `stem`.json in `out_dir` (created when missing)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, js = out_dir / f"{stem}.md", out_dir / f"{stem}.json"
+    md.write_text(markdown, encoding="utf-8")
+    js.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    return md, js
