@@ -62,6 +62,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     systems.add_argument("--shares", default=_env("GLIMP_BENCH_SHARES", "0.1,0.2,0.3"),
                          help="GlimpRouter target cloud shares; random and step-average match them "
                               "(env GLIMP_BENCH_SHARES)")
+    systems.add_argument("--verify-shares", default=_env("GLIMP_BENCH_VERIFY_SHARES"),
+                         help="the shares (of --shares) verify is matched at; it makes one LLM call per "
+                              "step, so it is the slowest (env GLIMP_BENCH_VERIFY_SHARES; default: all)")
     systems.add_argument("--verify-thresholds", default=_env("GLIMP_BENCH_VERIFY_THRESHOLDS", ""),
                          help="generate-then-verify rows with fixed thresholds, on top of those matched to "
                               "each share: rewrite a draft whose mean LLM log-prob per token is below it "
@@ -146,8 +149,9 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, ...]:
     steps = StepSettings(temperature=args.temperature, top_p=args.top_p, max_step_tokens=args.max_step_tokens,
                          budget_tokens=args.budget, answer_max_tokens=args.answer_max_tokens, seed=args.seed)
     fixed_verify = _floats(args.verify_thresholds, "--verify-thresholds", allow_empty=True)
+    verify_shares = _floats(args.verify_shares, "--verify-shares") if args.verify_shares else None
     plan = BenchPlan(parse_families(args.systems), _floats(args.taus, "--taus"),
-                     _floats(args.shares, "--shares"), fixed_verify, steps, args.seed)
+                     _floats(args.shares, "--shares"), fixed_verify, steps, args.seed, verify_shares)
     if args.seed < 0:
         raise BadInputError(f"--seed must be >= 0, got {args.seed}")
     problems = read_problems(args.problems, args.limit)

@@ -43,6 +43,7 @@ from edge_client.llm_backend import LLMAction, LLMRequest
 from edge_client.loop import EdgeRouter, prompt_messages
 from edge_client.resilient_link import ResilientLLM
 from edge_client.trace import Timing, cost_parts
+from onnx_lm.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ class BenchPlan:
     verify_thresholds: tuple[float, ...] = ()  # fixed thresholds, on top of the matched ones
     steps: StepSettings = StepSettings(temperature=0.0, top_p=1.0, seed=0)
     seed: int = 0
+    verify_shares: tuple[float, ...] | None = None  # the shares verify is matched at (None: all)
+
+    def __post_init__(self) -> None:
+        extra = set(self.verify_shares or ()) - set(self.shares)
+        if extra:
+            raise BadInputError(f"verify shares {sorted(extra)} are not among the shares {list(self.shares)}")
+
+    def matched_families(self, share: float) -> tuple[str, ...]:
+        """The matched families to run at one target share (verify only where asked: it is slow)."""
+        skip_verify = self.verify_shares is not None and share not in self.verify_shares
+        return tuple(f for f in self.families if not (f == "verify" and skip_verify))
 
     @property
     def needs_dev(self) -> bool:
@@ -75,7 +87,7 @@ class BenchPlan:
         count = len(baseline_systems(self.families))
         count += len(self.taus) * ("glimp-tau" in self.families)
         count += len(self.shares) * ("glimp-share" in self.families)
-        count += len(self.shares) * sum(f in self.families for f in MATCHED_FAMILIES)
+        count += sum(f in MATCHED_FAMILIES for s in self.shares for f in self.matched_families(s))
         count += len(self.verify_thresholds) * ("verify" in self.families)
         glimp_runs = any(f in self.families for f in GLIMP_FAMILIES)
         resends = int(glimp_runs) + int("llm-steps" in self.families)
@@ -142,13 +154,14 @@ def _matched(plan: BenchPlan, runs: Sequence[SystemRun], dev: DevEntropies | Non
     if not any(f in plan.families for f in MATCHED_FAMILIES):
         return []
     share_runs = [r for r in runs if r.family == "glimp-share"]
-    if share_runs:
-        targets = [(run.name, summarize(run).cloud_step_share) for run in share_runs]
+    if share_runs:  # in the order of plan.shares, as share_systems made them
+        targets = [(s, run.name, summarize(run).cloud_step_share) for s, run in zip(plan.shares, share_runs,
+                                                                                     strict=True)]
     else:
-        targets = [(f"glimp share={s:g}", s) for s in plan.shares]
+        targets = [(s, f"glimp share={s:g}", s) for s in plan.shares]
     specs = []
-    for name, share in targets:
-        specs += matched_systems(name, share, dev, plan.seed, plan.families)
+    for share, name, reached in targets:
+        specs += matched_systems(name, reached, dev, plan.seed, plan.matched_families(share))
     return specs
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.dev_calibration import DevEntropies
+from bench.runner import BenchPlan
 from bench.systems import (
     FAMILIES,
     SystemSpec,
@@ -81,3 +82,15 @@ def test_verify_keeps_an_empty_draft_without_asking_the_llm() -> None:
 
     assert policy.after_draft(Draft("", ()), scorer).verdict == Verdict.ACCEPT
     assert policy.after_draft(Draft("12=3*4", (0.1,)), scorer).verdict == Verdict.REWRITE
+
+
+def test_plan_counts_its_systems_and_matches_verify_only_where_asked() -> None:
+    plan = BenchPlan(FAMILIES, taus=(0.1, 0.3), shares=(0.1, 0.2, 0.3), verify_thresholds=(-1.0,),
+                     verify_shares=(0.2,))
+    assert plan.matched_families(0.1) == tuple(f for f in FAMILIES if f != "verify")
+    assert "verify" in plan.matched_families(0.2)
+    # 3 baselines + 2 taus + 3 shares + (random, step-average) x 3 + verify x 1 + 1 fixed verify + 2 twins
+    assert plan.system_count() == 3 + 2 + 3 + 6 + 1 + 1 + 2
+    assert BenchPlan(("slm", "verify")).needs_dev and not BenchPlan(("slm", "glimp-tau")).needs_dev
+    with pytest.raises(BadInputError, match="not among the shares"):
+        BenchPlan(FAMILIES, shares=(0.1,), verify_shares=(0.2,))
