@@ -176,6 +176,13 @@ def _progress(args: argparse.Namespace, plan: Any, problems: int, dev_problems: 
     return tqdm(total=total, file=sys.stderr, disable=args.no_progress, unit="problem", dynamic_ncols=True)
 
 
+def _command_line() -> str:
+    """How this run was started, as `glimp ...` (top-level flags such as --log-level kept)."""
+    if "bench" in sys.argv[1:]:
+        return shlex.join(["glimp", *sys.argv[1:]])
+    return "glimp bench (called from Python: every flag's value is under settings)"
+
+
 def _run_info(args: argparse.Namespace, plan: Any, problems: int) -> dict[str, Any]:
     from bench.machine import machine_info, now_utc
 
@@ -186,7 +193,7 @@ def _run_info(args: argparse.Namespace, plan: Any, problems: int) -> dict[str, A
     return {
         "title": f"{problems} problems of {args.problems}; link {link}; {sampling}; seed {args.seed}",
         "date": now_utc(),
-        "command": "glimp bench " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["bench"] else sys.argv[1:]),
+        "command": _command_line(),
         "machine": machine_info(),
         "settings": {key: value for key, value in vars(args).items()},
         "systems_planned": plan.system_count(),
