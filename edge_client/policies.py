@@ -236,6 +236,9 @@ class VerifyByScore(RoutingPolicy):
         return Decision(Route.DRAFT, probe.entropy_nats, "first_token_entropy")
 
     def after_draft(self, draft: Draft, scorer: Scorer) -> Judgement:
+        if not draft.text:
+            # Nothing to score (the cloud refuses an empty candidate): an empty step is kept as is.
+            return Judgement(Verdict.ACCEPT, 0.0, "llm_mean_logprob")
         score = scorer(draft.text)
         verdict = Verdict.REWRITE if score < self.threshold else Verdict.ACCEPT
         return Judgement(verdict, score, "llm_mean_logprob")
