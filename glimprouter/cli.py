@@ -17,7 +17,7 @@ from collections.abc import Sequence
 # command name -> (module, one-line help). Ordered as a user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export.commands", "export a local Hugging Face checkpoint to an ONNX model folder"),
-    "toy": ("export.toy.commands", "make, train, export and evaluate the toy reasoning pair"),
+    "toy": ("toy.commands", "make, train, export and evaluate the toy reasoning pair"),
     "serve": ("cloud_service.commands", "serve an exported LLM on a local Triton server"),
     "run": ("edge_client.run_command", "answer one question with the edge/cloud split shown"),
     "calibrate": ("edge_client.calibrate_command", "find the entropy threshold for a target cloud share"),

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from export.toy.build import export_pair, ship_checkpoint
-from export.toy.evaluate import evaluate
-from export.toy.evaluate_onnx import onnx_solutions_and_scores
-from export.toy.evaluate_torch import torch_solutions_and_scores
-from export.toy.model import ModelSpec
-from export.toy.task import problems, take
-from export.toy.train import TrainConfig, train
+from toy.build import export_pair, ship_checkpoint
+from toy.evaluate import evaluate
+from toy.evaluate_onnx import onnx_solutions_and_scores
+from toy.evaluate_torch import torch_solutions_and_scores
+from toy.model import ModelSpec
+from toy.task import problems, take
+from toy.train import TrainConfig, train
 from onnx_lm.errors import ModelContractError
 from onnx_lm.manifest import Manifest
 

@@ -7,10 +7,10 @@ import itertools
 import numpy as np
 import pytest
 
-from export.toy.evaluate import score_steps, step_spans, summarize
-from export.toy.metrics import accuracy, auroc
-from export.toy.task import Problem, prompt_text, solution_text
-from export.toy.vocab import CharCodec, toy_tokenizer
+from toy.evaluate import score_steps, step_spans, summarize
+from toy.metrics import accuracy, auroc
+from toy.task import Problem, prompt_text, solution_text
+from toy.vocab import CharCodec, toy_tokenizer
 from onnx_lm.errors import BadInputError
 
 

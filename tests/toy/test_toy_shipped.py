@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from export.toy.evaluate import evaluate
-from export.toy.task import problems, read_jsonl, take
+from toy.evaluate import evaluate
+from toy.task import problems, read_jsonl, take
 from onnx_lm.manifest import Manifest
 
 PAIR = Path(__file__).resolve().parents[2] / "models" / "toy-pair"

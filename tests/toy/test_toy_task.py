@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from export.toy.task import (
+from toy.task import (
     ALPHABET,
     Problem,
     TaskConfig,

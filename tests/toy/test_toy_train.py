@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from export.toy.model import PRESETS, ModelSpec, build_model, parameter_count
-from export.toy.train import STATE_FILE, TrainConfig, lr_factor, train
-from export.toy.vocab import CharCodec, toy_tokenizer
+from toy.model import PRESETS, ModelSpec, build_model, parameter_count
+from toy.train import STATE_FILE, TrainConfig, lr_factor, train
+from toy.vocab import CharCodec, toy_tokenizer
 from onnx_lm.errors import BadInputError
 
 TINY = ModelSpec(hidden=32, layers=2, heads=2, ff=64)

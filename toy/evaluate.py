@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from export.toy.metrics import accuracy, auroc
-from export.toy.task import STEP_DELIMITER, Problem, parse_answer, prompt_text, solution_text
+from toy.metrics import accuracy, auroc
+from toy.task import STEP_DELIMITER, Problem, parse_answer, prompt_text, solution_text
 from onnx_lm.errors import BadInputError, ModelContractError
 from onnx_lm.manifest import MANIFEST_FILE
 from onnx_lm.sampling import entropy_nats
@@ -116,11 +116,11 @@ def evaluate(folder: Path, problems: Sequence[Problem], *, device: str = "cpu") 
     if not problems:
         raise BadInputError("no problems to evaluate on; pass a non-empty JSONL file")
     if (folder / MANIFEST_FILE).is_file():
-        from export.toy.evaluate_onnx import onnx_solutions_and_scores
+        from toy.evaluate_onnx import onnx_solutions_and_scores
 
         solutions, steps = onnx_solutions_and_scores(folder, problems)
     elif (folder / "config.json").is_file():
-        from export.toy.evaluate_torch import torch_solutions_and_scores
+        from toy.evaluate_torch import torch_solutions_and_scores
 
         solutions, steps = torch_solutions_and_scores(folder, problems, device=device)
     else:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from export.toy.evaluate import MAX_NEW_TOKENS, StepScore, reference_text, score_steps
-from export.toy.task import Problem, prompt_text
+from toy.evaluate import MAX_NEW_TOKENS, StepScore, reference_text, score_steps
+from toy.task import Problem, prompt_text
 from onnx_lm.errors import ModelContractError
 from onnx_lm.session import CausalLM, SessionConfig
 

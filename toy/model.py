@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from export.toy.task import check_int
-from export.toy.vocab import MODEL_MAX_LENGTH, CharCodec
+from toy.task import check_int
+from toy.vocab import MODEL_MAX_LENGTH, CharCodec
 from onnx_lm.errors import BadInputError
 
 if TYPE_CHECKING:

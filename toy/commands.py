@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from onnx_lm.errors import BadInputError
 
 if TYPE_CHECKING:
-    from export.toy.model import ModelSpec
-    from export.toy.task import TaskConfig
-    from export.toy.train import TrainConfig
+    from toy.model import ModelSpec
+    from toy.task import TaskConfig
+    from toy.train import TrainConfig
 
 DEFAULT_OUT = "models/toy-pair"
 DEFAULT_WORK = "build/toy-pair"
@@ -152,13 +152,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _task_config(args: argparse.Namespace) -> TaskConfig:
-    from export.toy.task import TaskConfig
+    from toy.task import TaskConfig
 
     return TaskConfig(min_ops=int(args.min_ops), max_ops=int(args.max_ops))
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    from export.toy.build import write_data
+    from toy.build import write_data
 
     paths = write_data(Path(args.out), _seed(args), int(args.dev), int(args.test), _task_config(args))
     for split, path in paths.items():
@@ -177,8 +177,8 @@ def _role_settings(args: argparse.Namespace, role: str, prefix: str) -> tuple[Mo
     """(ModelSpec, TrainConfig) of one role from its preset and the flags that override it."""
     from dataclasses import replace
 
-    from export.toy.model import PRESETS
-    from export.toy.train import TrainConfig
+    from toy.model import PRESETS
+    from toy.train import TrainConfig
 
     def flag(name: str, default: object = None) -> Any:
         value = getattr(args, f"{prefix}{name}")
@@ -200,7 +200,7 @@ def _role_settings(args: argparse.Namespace, role: str, prefix: str) -> tuple[Mo
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from export.toy.train import train
+    from toy.train import train
 
     spec, config = _role_settings(args, args.size, "")
     out = Path(args.out or f"{DEFAULT_WORK}/{args.size}")
@@ -217,7 +217,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _run_export(args: argparse.Namespace) -> int:
     from export.hf_export import ExportOptions, export_checkpoint
-    from export.toy.task import ANSWER_PREFIX, PROMPT_TEMPLATE, STEP_DELIMITER
+    from toy.task import ANSWER_PREFIX, PROMPT_TEMPLATE, STEP_DELIMITER
 
     options = ExportOptions(
         step_delimiter=STEP_DELIMITER,
@@ -232,8 +232,8 @@ def _run_export(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    from export.toy.evaluate import evaluate
-    from export.toy.task import read_jsonl
+    from toy.evaluate import evaluate
+    from toy.task import read_jsonl
 
     problems = read_jsonl(args.data)
     if args.limit is not None:
@@ -243,7 +243,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    from export.toy.build import PairConfig, build_pair
+    from toy.build import PairConfig, build_pair
 
     roles = ("slm", "llm")
     settings = {role: _role_settings(args, role, f"{role}_") for role in roles}

@@ -12,7 +12,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from export.char_tokenizer import build_char_tokenizer, save_hf_tokenizer
-from export.toy.task import ALPHABET
+from toy.task import ALPHABET
 from onnx_lm.errors import BadInputError
 
 logger = logging.getLogger(__name__)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.toy.model import PRESETS, ModelSpec
-from export.toy.task import (
+from toy.model import PRESETS, ModelSpec
+from toy.task import (
     ANSWER_PREFIX,
     PROMPT_TEMPLATE,
     STEP_DELIMITER,
@@ -35,7 +35,7 @@ from export.toy.task import (
     take,
     write_jsonl,
 )
-from export.toy.train import STATE_FILE, TrainConfig, TrainResult, train
+from toy.train import STATE_FILE, TrainConfig, TrainResult, train
 from onnx_lm.errors import BadInputError
 
 logger = logging.getLogger(__name__)
@@ -152,8 +152,8 @@ def evaluate_pair(out_dir: Path, work_dir: Path) -> dict[str, Any]:
     """Acceptance figures of the exported pair on the test set, with training provenance."""
     import torch
 
-    from export.toy.evaluate import evaluate
-    from export.toy.task import read_jsonl
+    from toy.evaluate import evaluate
+    from toy.task import read_jsonl
 
     test = read_jsonl(out_dir / "data" / "test.jsonl")
     figures: dict[str, Any] = {"test_problems": len(test)}
