@@ -21,9 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("cloud_service.commands", "serve an exported LLM on a local Triton server"),
     "run": ("edge_client.run_command", "answer one question with the edge/cloud split shown"),
     "calibrate": ("edge_client.calibrate_command", "find the entropy threshold for a target cloud share"),
-    "bench": ("bench.commands", "compare routing systems end to end over an emulated network"),
-    "bench-decode": ("bench.decode_speed", "decode tokens/s: onnx_lm vs optimum vs onnxruntime-genai"),
-    "gpu-check": ("bench.gpu_check", "CUDA provider, KV on the GPU, CPU-vs-GPU parity and speed"),
+    "bench": ("bench.e2e.commands", "compare routing systems end to end over an emulated network"),
+    "bench-decode": ("bench.decode.speed", "decode tokens/s: onnx_lm vs optimum vs onnxruntime-genai"),
+    "gpu-check": ("bench.decode.gpu_check", "CUDA provider, KV on the GPU, CPU-vs-GPU parity and speed"),
     "demo": ("glimprouter.demo", "set up the toy pair and a local Triton, then answer a question"),
 }
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.checkers import ExactInt, ExactText, check_references, make_checker
-from bench.problems import read_problems
+from bench.e2e.checkers import ExactInt, ExactText, check_references, make_checker
+from bench.e2e.problems import read_problems
 from onnx_lm.errors import BadInputError
 
 
@@ -49,7 +49,7 @@ def test_exact_text_compares_the_first_answer_line() -> None:
 
 def test_make_checker_by_name_or_import_path() -> None:
     assert make_checker("exact-int", "A:") == ExactInt("A:")
-    assert make_checker("bench.checkers:ExactText", None) == ExactText(None)
+    assert make_checker("bench.e2e.checkers:ExactText", None) == ExactText(None)
     with pytest.raises(BadInputError, match="unknown checker"):
         make_checker("fuzzy", None)
     with pytest.raises(BadInputError, match="could not be imported"):

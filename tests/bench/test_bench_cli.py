@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.report import TABLE_COLUMNS
+from bench.e2e.report import TABLE_COLUMNS
 from glimprouter.cli import main
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]

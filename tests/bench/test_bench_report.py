@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from bench.records import ProblemResult
-from bench.report import SystemRun, csv_text, markdown_table, summarize, table_rows
-from bench.targets import best_glimp, check_targets
+from bench.e2e.records import ProblemResult
+from bench.e2e.report import SystemRun, csv_text, markdown_table, summarize, table_rows
+from bench.e2e.targets import best_glimp, check_targets
 
 BASE = ProblemResult(
     problem_id="p", correct=True, predicted="1", expected="1", wall_s=0.1, edge_compute_s=0.01,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.dev_calibration import DevEntropies
-from bench.runner import BenchPlan
-from bench.systems import (
+from bench.e2e.dev_calibration import DevEntropies
+from bench.e2e.runner import BenchPlan
+from bench.e2e.systems import (
     FAMILIES,
     SystemSpec,
     baseline_systems,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import decode_speed
-from bench.decode_common import REPO_ROOT
-from bench.decode_speed import BenchConfig, run_benchmark, write_report
+from bench.decode import speed as decode_speed
+from bench.decode.common import REPO_ROOT
+from bench.decode.speed import BenchConfig, run_benchmark, write_report
 from onnx_lm.errors import BadInputError
 
 GENAI_VENV = REPO_ROOT / ".venv-genai"
@@ -77,7 +77,7 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not (GENAI_VENV / "bin" / "python").is_file(), reason="no .venv-genai: run bash bench/setup_genai_venv.sh"
+    not (GENAI_VENV / "bin" / "python").is_file(), reason="no .venv-genai: run bash bench/decode/setup_genai_venv.sh"
 )
 def test_genai_contender_runs_in_its_own_venv(
     tiny_qwen3_checkpoint: Path, tiny_qwen3_dir: Path, tmp_path: Path
@@ -99,7 +99,7 @@ def test_genai_contender_runs_in_its_own_venv(
 
 @pytest.mark.gpu
 def test_gpu_checks_pass_on_the_tiny_model(tiny_qwen3_dir: Path, tmp_path: Path) -> None:
-    from bench.gpu_check import GpuCheckConfig, run_checks
+    from bench.decode.gpu_check import GpuCheckConfig, run_checks
 
     report = run_checks(
         GpuCheckConfig(

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.dev_calibration import DevEntropies
-from bench.plots import plot_latency_split, plot_pareto
-from bench.report import (
+from bench.e2e.dev_calibration import DevEntropies
+from bench.e2e.plots import plot_latency_split, plot_pareto
+from bench.e2e.report import (
     SystemRun,
     SystemSummary,
     csv_text,
@@ -19,7 +19,7 @@ from bench.report import (
     summarize,
     write_problem_records,
 )
-from bench.targets import TargetCheck, check_targets
+from bench.e2e.targets import TargetCheck, check_targets
 
 NOTES = (
     "Latency: wall clock per problem, problems one at a time (batch 1), including the blocking "

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.report import SystemRun, SystemSummary, summarize
-from bench.systems import GLIMP_FAMILIES
+from bench.e2e.report import SystemRun, SystemSummary, summarize
+from bench.e2e.systems import GLIMP_FAMILIES
 
 LATENCY_RATIO_MAX = 0.7
 ACCURACY_SLACK = 0.01  # one point

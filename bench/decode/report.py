@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.decode_common import ContenderResult, write_md_json
+from bench.decode.common import ContenderResult, write_md_json
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ The benchmark model (a random ~27M Qwen3, built and exported once), the timing p
 then interleaved timed runs), the onnx_lm decode loop both time, what the machine is and how busy
 other processes keep it, and the command-line plumbing (flags with environment twins).
 
-The genai venv's Python imports this module too (through `bench.decode_speed --worker genai`) and
+The genai venv's Python imports this module too (through `bench.decode.speed --worker genai`) and
 lacks the project's packages: keep top-level imports to the standard library and numpy.
 """
 
@@ -29,7 +29,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPT_TEXT = "Q: 48*7+19=? Think step by step.\n"  # 32 characters = 32 tokens (char tokenizer)
 
 
@@ -269,7 +269,7 @@ def onnx_lm_generate(lm: Any, prompt: list[int], new_tokens: int) -> tuple[list[
 # ---------------------------------------------------------------------------------------------
 
 
-def machine_info(module: str = "bench.decode_speed") -> dict[str, Any]:
+def machine_info(module: str = "bench.decode.speed") -> dict[str, Any]:
     """What the figures were measured on, and the command that measured them."""
     import onnxruntime as ort
 

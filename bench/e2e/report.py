@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.records import ProblemResult
+from bench.e2e.records import ProblemResult
 from onnx_lm.errors import BadInputError
 
 

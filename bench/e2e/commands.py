@@ -108,15 +108,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.output import write_run
-    from bench.report import markdown_table, summarize
-    from bench.rig import BenchRig
+    from bench.e2e.output import write_run
+    from bench.e2e.report import markdown_table, summarize
+    from bench.e2e.rig import BenchRig
 
     plan, problems, dev_problems, checker, rig_config = _prepare(args)
     started = time.perf_counter()
     info = _run_info(args, plan, len(problems))
     with BenchRig(rig_config) as rig, _progress(args, plan, len(problems), len(dev_problems)) as bar:
-        from bench.runner import run_plan
+        from bench.e2e.runner import run_plan
 
         info["server_ready_s"] = rig.server_ready_s()
 
@@ -135,11 +135,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, ...]:
     """Everything checkable before a server starts: flags, problem files, checker, prompt sizes."""
-    from bench.checkers import check_references, make_checker
-    from bench.problems import read_problems
-    from bench.rig import RigConfig
-    from bench.runner import BenchPlan
-    from bench.systems import parse_families
+    from bench.e2e.checkers import check_references, make_checker
+    from bench.e2e.problems import read_problems
+    from bench.e2e.rig import RigConfig
+    from bench.e2e.runner import BenchPlan
+    from bench.e2e.systems import parse_families
     from edge_client.config import StepSettings
     from edge_client.in_process_llm import check_role
     from edge_client.loop import check_prompt_fits, prompt_messages
@@ -184,7 +184,7 @@ def _command_line() -> str:
 
 
 def _run_info(args: argparse.Namespace, plan: Any, problems: int) -> dict[str, Any]:
-    from bench.machine import machine_info, now_utc
+    from bench.e2e.machine import machine_info, now_utc
 
     link = (f"{args.rtt_ms:g} ms RTT, {args.bandwidth_mbit:g} Mbit/s" if not args.loopback
             else "loopback (no emulator)")

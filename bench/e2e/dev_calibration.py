@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench.problems import BenchProblem
+from bench.e2e.problems import BenchProblem
 from edge_client.calibrate import Calibration, slm_fingerprint, tau_for_share
 from edge_client.config import RouterConfig, StepSettings
 from edge_client.llm_backend import LLMBackend

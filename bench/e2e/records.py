@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from bench.checkers import Verdict
+from bench.e2e.checkers import Verdict
 from edge_client.trace import RunResult, Timing, Traffic
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.decode_common import Contender, GenerateFn, RunTiming, onnx_lm_generate
+from bench.decode.common import Contender, GenerateFn, RunTiming, onnx_lm_generate
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from bench.checkers import AnswerChecker
-from bench.dev_calibration import DevEntropies, measure_dev, problem_rng
-from bench.instrument import CloseTimer
-from bench.problems import BenchProblem
-from bench.records import ProblemResult, from_one_call, from_run
-from bench.report import SystemRun, summarize
-from bench.rig import BenchRig
-from bench.systems import (
+from bench.e2e.checkers import AnswerChecker
+from bench.e2e.dev_calibration import DevEntropies, measure_dev, problem_rng
+from bench.e2e.instrument import CloseTimer
+from bench.e2e.problems import BenchProblem
+from bench.e2e.records import ProblemResult, from_one_call, from_run
+from bench.e2e.report import SystemRun, summarize
+from bench.e2e.rig import BenchRig
+from bench.e2e.systems import (
     GLIMP_FAMILIES,
     MATCHED_FAMILIES,
     SystemSpec,
@@ -37,7 +37,7 @@ from bench.systems import (
     threshold_systems,
     verify_systems,
 )
-from bench.targets import best_glimp
+from bench.e2e.targets import best_glimp
 from edge_client.config import RouterConfig, StepSettings
 from edge_client.llm_backend import LLMAction, LLMRequest
 from edge_client.loop import EdgeRouter, prompt_messages

@@ -1,8 +1,8 @@
 """The decode benchmark's contenders: onnx_lm, optimum, and onnxruntime-genai in its own venv.
 
-onnxruntime-genai lives in a separate virtual environment (`bench/setup_genai_venv.sh`): its
+onnxruntime-genai lives in a separate virtual environment (`bench/decode/setup_genai_venv.sh`): its
 builder converts the checkpoint once, and `GenaiWorker` keeps a worker process (`python -m
-bench.decode_speed --worker genai`, served by `genai_worker`) alive there for the timed runs.
+bench.decode.speed --worker genai`, served by `genai_worker`) alive there for the timed runs.
 That worker imports this module without the project's packages: keep top-level imports to the
 standard library and numpy.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.decode_common import REPO_ROOT, Contender, RunTiming, bench_error, onnx_lm_generate
+from bench.decode.common import REPO_ROOT, Contender, RunTiming, bench_error, onnx_lm_generate
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class GenaiWorker:
     """The genai worker, alive in the genai venv; one JSON line per generation."""
 
     def __init__(self, venv: Path, genai_dir: Path, prompt: list[int], new_tokens: int, threads: int) -> None:
-        command = [str(venv / "bin" / "python"), "-m", "bench.decode_speed", "--worker", "genai"]
+        command = [str(venv / "bin" / "python"), "-m", "bench.decode.speed", "--worker", "genai"]
         command += ["--genai-model", str(genai_dir), "--prompt-ids", ",".join(map(str, prompt))]
         command += ["--new-tokens", str(new_tokens), "--threads", str(threads)]
         self._process = subprocess.Popen(

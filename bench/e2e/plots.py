@@ -17,8 +17,8 @@ matplotlib.use("Agg")  # before pyplot: files only, never a window
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.report import SystemSummary  # noqa: E402
-from bench.systems import FAMILIES  # noqa: E402
+from bench.e2e.report import SystemSummary  # noqa: E402
+from bench.e2e.systems import FAMILIES  # noqa: E402
 
 _MARKERS = dict(zip(FAMILIES, "s^vo*DPXh", strict=True))
 _COLOURS = {family: f"C{index}" for index, family in enumerate(FAMILIES)}  # the default colour cycle

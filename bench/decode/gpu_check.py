@@ -1,6 +1,6 @@
 """GPU checks of the ONNX runtime, run on a machine with an NVIDIA GPU and onnxruntime-gpu.
 
-    python -m bench.gpu_check --work-dir .cache/gpu --out-dir bench/results
+    python -m bench.decode.gpu_check --work-dir .cache/gpu --out-dir bench/results
 
 On the benchmark's random Qwen3 (~27M parameters, built and exported by the project on first use,
 fp32 and, when the exporter supports it, fp16) it checks that:
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.decode_common import (
+from bench.decode.common import (
     REPO_ROOT,
     Contender,
     ContenderResult,
@@ -263,7 +263,7 @@ def run_checks(config: GpuCheckConfig) -> GpuReport:
             labelled.insert(1, (f"fp16 on {fp16_lm.provider.short_name}", fp16_lm))
     contenders = [speed_contender(name, lm, prompt, config.new_tokens) for name, lm in labelled]
     speed = time_interleaved(contenders, config)
-    return GpuReport(machine_info("bench.gpu_check"), runtime_info(), checks, speed)
+    return GpuReport(machine_info("bench.decode.gpu_check"), runtime_info(), checks, speed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def write_report(report: GpuReport, out_dir: Path) -> list[Path]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Flags of `glimp gpu-check` / `python -m bench.gpu_check`; each has a GLIMP_GPU_CHECK_* twin."""
+    """Flags of `glimp gpu-check` / `python -m bench.decode.gpu_check`; each has a GLIMP_GPU_CHECK_* twin."""
     flags = EnvFlags(parser, "GLIMP_GPU_CHECK")
     work_dir = str(REPO_ROOT / ".cache" / "gpu")
     flags.value("--work-dir", Path, work_dir, "where the checkpoint and exports are built")
@@ -339,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main("bench.gpu_check", __doc__ or "", configure_parser, run, argv)
+    return run_main("bench.decode.gpu_check", __doc__ or "", configure_parser, run, argv)
 
 
 if __name__ == "__main__":

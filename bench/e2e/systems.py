@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from bench.dev_calibration import DevEntropies
+from bench.e2e.dev_calibration import DevEntropies
 from edge_client.calibrate import Calibration, tau_for_share
 from edge_client.config import ANSWER_WRITERS
 from edge_client.policies import (

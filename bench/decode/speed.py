@@ -1,6 +1,6 @@
 """Decode speed at batch 1, side by side in one run: onnx_lm vs optimum vs onnxruntime-genai.
 
-    python -m bench.decode_speed            # builds the ~27M random Qwen3 once under .cache/bench
+    python -m bench.decode.speed            # builds the ~27M random Qwen3 once under .cache/bench
 
 One random Qwen3-architecture checkpoint (hidden 512, 8 layers, vocab 4096, char tokenizer padded
 to 4096 ids) is exported by the project (`export.hf_export.export_checkpoint`, fp32) and converted
@@ -9,18 +9,18 @@ by onnxruntime-genai's own model builder. Each contender decodes the same 32-tok
 
 - onnx_lm: `CausalLM.prefill` + `decode_one` (IO binding, KV cache as OrtValues);
 - optimum: `ORTModelForCausalLM.generate` on the same ONNX file (min_new_tokens = max_new_tokens);
-- genai: onnxruntime-genai in its own virtual environment (`bench/setup_genai_venv.sh`), run as a
+- genai: onnxruntime-genai in its own virtual environment (`bench/decode/setup_genai_venv.sh`), run as a
   subprocess of this module (`--worker genai`), which prints its timings as JSON.
 
 It also measures the router's per-step overhead (entropy + sampling of the probe token's logits)
 as a fraction of a whole step, and variants of the ONNX Runtime loop that show where time goes
 (`--variants`). Results go to bench/results/decode_speed.{md,json}.
 
-The model, timing protocol and load meter are in `bench.decode_common` (shared with
-`bench.gpu_check`), the contenders in `bench.decode_contenders`, the variants in
-`bench.decode_variants`, the report's formats in `bench.decode_report`. This module is also run
+The model, timing protocol and load meter are in `bench.decode.common` (shared with
+`bench.decode.gpu_check`), the contenders in `bench.decode.contenders`, the variants in
+`bench.decode.variants`, the report's formats in `bench.decode.report`. This module is also run
 by the genai venv's Python, which lacks the project's packages: keep top-level imports
-(bench.decode_* included) to the standard library and numpy.
+(bench.decode.* included) to the standard library and numpy.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.decode_common import (
+from bench.decode.common import (
     REPO_ROOT,
     BenchShape,
     Contender,
@@ -51,15 +51,15 @@ from bench.decode_common import (
     time_interleaved,
     wait_for_idle,
 )
-from bench.decode_contenders import (
+from bench.decode.contenders import (
     GenaiWorker,
     ensure_genai_model,
     genai_worker,
     onnx_lm_contender,
     optimum_contender,
 )
-from bench.decode_report import BenchReport, ProbeOverhead, format_table, write_report
-from bench.decode_variants import variant_contenders
+from bench.decode.report import BenchReport, ProbeOverhead, format_table, write_report
+from bench.decode.variants import variant_contenders
 
 QWEN3_VOCAB = 151_936  # a real Qwen3 vocabulary: entropy cost grows with it
 
@@ -245,7 +245,7 @@ def _onnx_parameter_count(onnx_path: Path) -> int:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Flags of `glimp bench-decode` / `python -m bench.decode_speed`."""
+    """Flags of `glimp bench-decode` / `python -m bench.decode.speed`."""
     flags = EnvFlags(parser, "GLIMP_BENCH")
     flags.value(
         "--work-dir",
@@ -265,7 +265,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     flags.value("--warmup", int, "1", "untimed runs")
     flags.value("--step-tokens", int, "32", "tokens of a reasoning step for the overhead fraction")
     genai_venv = str(REPO_ROOT / ".venv-genai")
-    flags.value("--genai-venv", Path, genai_venv, "venv made by bench/setup_genai_venv.sh")
+    flags.value("--genai-venv", Path, genai_venv, "venv made by bench/decode/setup_genai_venv.sh")
     flags.switch("--no-genai", "leave onnxruntime-genai out")
     flags.switch("--no-optimum", "leave optimum out")
     flags.value(
@@ -281,7 +281,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
     genai = None if args.no_genai else args.genai_venv
     if genai is not None and not (genai / "bin" / "python").is_file():
-        raise bad_input(f"no genai venv at {genai}: run `bash bench/setup_genai_venv.sh` or pass --no-genai")
+        raise bad_input(
+            f"no genai venv at {genai}: run `bash bench/decode/setup_genai_venv.sh` or pass --no-genai"
+        )
     return BenchConfig(
         work_dir=args.work_dir,
         out_dir=None if args.no_write else args.out_dir,
@@ -314,7 +316,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main("bench.decode_speed", __doc__ or "", configure_parser, run, argv)
+    return run_main("bench.decode.speed", __doc__ or "", configure_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -5,11 +5,11 @@
 # beside the project's `onnxruntime-gpu` in .venv; its builder also needs transformers >= 5
 # (the project pins 4.57.6) plus onnx_ir and onnxscript.
 #
-# Usage: bash bench/setup_genai_venv.sh [VENV_DIR]   (default: .venv-genai in the repo root)
+# Usage: bash bench/decode/setup_genai_venv.sh [VENV_DIR]   (default: .venv-genai in the repo root)
 # torch stays pinned (torch==2.13.0, CPU wheel): an unpinned torch pulls gigabytes of CUDA wheels.
 set -euo pipefail
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV_DIR="${1:-${GLIMP_GENAI_VENV:-$REPO_ROOT/.venv-genai}}"
 PYTHON="${GLIMP_GENAI_PYTHON:-python3.11}"
 GENAI_VERSION="${GLIMP_GENAI_VERSION:-0.18.0}"
