@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onnx_lm.errors import BadInputError
 from toy.model import PRESETS, ModelSpec
 from toy.task import (
     ANSWER_PREFIX,
@@ -36,7 +37,6 @@ from toy.task import (
     write_jsonl,
 )
 from toy.train import STATE_FILE, TrainConfig, TrainResult, train
-from onnx_lm.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from toy.metrics import accuracy, auroc
-from toy.task import STEP_DELIMITER, Problem, parse_answer, prompt_text, solution_text
 from onnx_lm.errors import BadInputError, ModelContractError
 from onnx_lm.manifest import MANIFEST_FILE
 from onnx_lm.sampling import entropy_nats
+from toy.metrics import accuracy, auroc
+from toy.task import STEP_DELIMITER, Problem, parse_answer, prompt_text, solution_text
 
 logger = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from toy.evaluate import MAX_NEW_TOKENS, StepScore, reference_text, score_steps
-from toy.task import Problem, prompt_text
 from onnx_lm.errors import ModelContractError
 from onnx_lm.session import CausalLM, SessionConfig
+from toy.evaluate import MAX_NEW_TOKENS, StepScore, reference_text, score_steps
+from toy.task import Problem, prompt_text
 
 
 def _encode(lm: CausalLM, text: str) -> list[int]:

@@ -12,8 +12,8 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from export.char_tokenizer import build_char_tokenizer, save_hf_tokenizer
-from toy.task import ALPHABET
 from onnx_lm.errors import BadInputError
+from toy.task import ALPHABET
 
 logger = logging.getLogger(__name__)
 

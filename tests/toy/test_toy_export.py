@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from onnx_lm.errors import ModelContractError
+from onnx_lm.manifest import Manifest
 from toy.build import export_pair, ship_checkpoint
 from toy.evaluate import evaluate
 from toy.evaluate_onnx import onnx_solutions_and_scores
@@ -13,8 +15,6 @@ from toy.evaluate_torch import torch_solutions_and_scores
 from toy.model import ModelSpec
 from toy.task import problems, take
 from toy.train import TrainConfig, train
-from onnx_lm.errors import ModelContractError
-from onnx_lm.manifest import Manifest
 
 pytestmark = pytest.mark.slow
 

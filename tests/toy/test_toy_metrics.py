@@ -7,11 +7,11 @@ import itertools
 import numpy as np
 import pytest
 
+from onnx_lm.errors import BadInputError
 from toy.evaluate import score_steps, step_spans, summarize
 from toy.metrics import accuracy, auroc
 from toy.task import Problem, prompt_text, solution_text
 from toy.vocab import CharCodec, toy_tokenizer
-from onnx_lm.errors import BadInputError
 
 
 def _pairwise_auroc(scores: list[float], positives: list[bool]) -> float:

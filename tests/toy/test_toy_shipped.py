@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from onnx_lm.manifest import Manifest
 from toy.evaluate import evaluate
 from toy.task import problems, read_jsonl, take
-from onnx_lm.manifest import Manifest
 
 PAIR = Path(__file__).resolve().parents[2] / "models" / "toy-pair"
 

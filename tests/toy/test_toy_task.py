@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from onnx_lm.errors import BadInputError
 from toy.task import (
     ALPHABET,
     Problem,
@@ -21,7 +22,6 @@ from toy.task import (
     train_batch,
     write_jsonl,
 )
-from onnx_lm.errors import BadInputError
 
 STEP = re.compile(r"^(\d+)=(\d+)([-+*])(\d+)$")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from onnx_lm.errors import BadInputError
 from toy.model import PRESETS, ModelSpec, build_model, parameter_count
 from toy.train import STATE_FILE, TrainConfig, lr_factor, train
 from toy.vocab import CharCodec, toy_tokenizer
-from onnx_lm.errors import BadInputError
 
 TINY = ModelSpec(hidden=32, layers=2, heads=2, ff=64)
 
