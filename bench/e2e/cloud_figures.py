@@ -1,7 +1,8 @@
 """`python -m bench.e2e.cloud_figures MODEL_DIR`: the cloud figures of the closing note, measured for real.
 
 A benchmark, not part of the cloud service: it drives the server through the edge's link, so it
-lives here, above both roles. Starts the model on a real tritonserver (the launcher `glimp serve` uses) and reports:
+lives here, above both roles. Starts the model on a real tritonserver (the launcher `glimp serve`
+uses) and reports:
   - start to ready (launch until a real tiny inference succeeds);
   - uplink bytes (serialized gRPC ModelInferRequest) of one reasoning step after a transcript of
     `--transcript-tokens` tokens: the delta this project sends vs. resending everything;

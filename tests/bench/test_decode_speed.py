@@ -77,7 +77,8 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    not (GENAI_VENV / "bin" / "python").is_file(), reason="no .venv-genai: run bash bench/decode/setup_genai_venv.sh"
+    not (GENAI_VENV / "bin" / "python").is_file(),
+    reason="no .venv-genai: run bash bench/decode/setup_genai_venv.sh",
 )
 def test_genai_contender_runs_in_its_own_venv(
     tiny_qwen3_checkpoint: Path, tiny_qwen3_dir: Path, tmp_path: Path
