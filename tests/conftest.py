@@ -18,10 +18,10 @@ import pytest
 
 def _export(family: str, factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from export.hf_export import export_checkpoint
-    from export.tiny import make_tiny_checkpoint
+    from export.shapes import SHAPES, build_random_checkpoint
 
     base = factory.mktemp(f"tiny_{family}")
-    checkpoint = make_tiny_checkpoint(family, base / "checkpoint")
+    checkpoint = build_random_checkpoint(family, SHAPES["tiny"], base / "checkpoint")
     export_checkpoint(checkpoint, base / "onnx")
     return checkpoint, base / "onnx"
 

@@ -1,7 +1,9 @@
-"""Model shapes of the toy pair and the Llama model built from them.
+"""Model specs of the toy pair and the Llama model built from them.
 
 Plain `LlamaForCausalLM` with tied embeddings: the checkpoint is a normal Hugging Face folder
-that `transformers` loads and the export pipeline turns into ONNX.
+that `transformers` loads and the export pipeline turns into ONNX. The shipped sizes are
+`export.shapes.SHAPES["toy-slm"]` / `["toy-llm"]`; `ModelSpec` is their form in the trainer's
+state file (keep its fields: resuming compares them).
 """
 
 from __future__ import annotations
@@ -9,9 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+from export.shapes import SHAPES, ModelShape, hf_config
+from onnx_lm.errors import BadInputError
 from toy.task import check_int
 from toy.vocab import MODEL_MAX_LENGTH, CharCodec
-from onnx_lm.errors import BadInputError
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM
@@ -40,33 +43,38 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_shape(cls, shape: ModelShape) -> ModelSpec:
+        """The spec of a shape of the table; the toy's Llama has no grouped-query attention and ties
+        its embeddings. Raises BadInputError for a shape it cannot build."""
+        if shape.num_kv_heads != shape.num_heads or not shape.tie_word_embeddings or shape.vocab_size:
+            raise BadInputError(
+                f"the toy model needs KV heads = heads, tied embeddings and the codec's vocab: {shape}"
+            )
+        return cls(hidden=shape.hidden_size, layers=shape.num_layers, heads=shape.num_heads,
+                   ff=shape.intermediate_size, max_positions=shape.max_position_embeddings)
+
+    def shape(self) -> ModelShape:
+        return ModelShape(
+            hidden_size=self.hidden, num_layers=self.layers, num_heads=self.heads, num_kv_heads=self.heads,
+            intermediate_size=self.ff, max_position_embeddings=self.max_positions, tie_word_embeddings=True,
+        )
+
 
 # The shipped pair: ~58k and ~1.2M parameters. The SLM is small on purpose: trained to the end
 # of its schedule it lands at ~75 % exact answers and still knows when it is unsure (entropy
 # AUROC ~0.8). Stopping a bigger SLM early reaches the same accuracy with a much weaker entropy
 # signal (AUROC ~0.7 at 4 layers x 2,000 steps); see models/toy-pair/README.md.
-PRESETS: dict[str, ModelSpec] = {
-    "slm": ModelSpec(hidden=48, layers=2, heads=4, ff=132),
-    "llm": ModelSpec(hidden=128, layers=6, heads=4, ff=352),
-}
+PRESETS: dict[str, ModelSpec] = {role: ModelSpec.from_shape(SHAPES[f"toy-{role}"]) for role in ("slm", "llm")}
 
 
 def build_model(spec: ModelSpec, codec: CharCodec) -> LlamaForCausalLM:
     """A freshly initialised model (seed torch first for a reproducible init)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=codec.vocab_size,
-        hidden_size=spec.hidden,
-        intermediate_size=spec.ff,
-        num_hidden_layers=spec.layers,
-        num_attention_heads=spec.heads,
-        num_key_value_heads=spec.heads,
-        max_position_embeddings=spec.max_positions,
-        tie_word_embeddings=True,
-        bos_token_id=None,  # the toy texts start with "Q:", no BOS token
-        eos_token_id=codec.eos_id,
-        pad_token_id=codec.pad_id,
+    # No BOS token (hf_config sets none): the toy texts start with "Q:".
+    config = hf_config(
+        "llama", spec.shape(), vocab_size=codec.vocab_size, eos_id=codec.eos_id, pad_id=codec.pad_id
     )
     return LlamaForCausalLM(config)
 

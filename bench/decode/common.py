@@ -1,8 +1,8 @@
 """What the decode benchmark and the GPU checks share.
 
-The benchmark model (a random ~27M Qwen3, built and exported once), the timing protocol (warm-up,
-then interleaved timed runs), the onnx_lm decode loop both time, what the machine is and how busy
-other processes keep it, and the command-line plumbing (flags with environment twins).
+The benchmark model (a random ~27M Qwen3 of `export.shapes`, built and exported once), the timing
+protocol (warm-up, then interleaved timed runs), the onnx_lm decode loop both time, what the machine
+is and how busy other processes keep it, and the command-line plumbing (flags with environment twins).
 
 The genai venv's Python imports this module too (through `bench.decode.speed --worker genai`) and
 lacks the project's packages: keep top-level imports to the standard library and numpy.
@@ -23,9 +23,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from export.shapes import ModelShape
 
 log = logging.getLogger(__name__)
 
@@ -52,88 +55,18 @@ def bench_error(message: str) -> Exception:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class BenchShape:
-    """The benchmark checkpoint: a random Qwen3 of about 27M parameters (the measured anchor)."""
+def ensure_export(work_dir: Path, shape: ModelShape | None = None, *, dtype: str = "float32") -> Path:
+    """The project's export of the benchmark checkpoint (built on first use, then reused).
 
-    hidden_size: int = 512
-    num_layers: int = 8
-    num_heads: int = 8
-    num_kv_heads: int = 4  # grouped-query attention, as in real Qwen3
-    intermediate_size: int = 1536
-    vocab_size: int = 4096  # the char tokenizer's ~100 ids, padded: logits have this many rows
-    max_position_embeddings: int = 2048
-    tie_word_embeddings: bool = True
-    # Wider than HF's 0.02 so logits are peaked: greedy tokens then survive fp16 / CPU-vs-GPU noise.
-    initializer_range: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
-            raise bad_input(
-                f"hidden_size {self.hidden_size} must divide by num_heads {self.num_heads} "
-                f"and num_heads by num_kv_heads {self.num_kv_heads}"
-            )
-
-
-def make_checkpoint(out_dir: Path, shape: BenchShape = BenchShape(), *, seed: int = 0) -> Path:
-    """Write a random Qwen3 checkpoint of `shape` with the project's char tokenizer to `out_dir`.
-
-    Not `export.tiny.make_tiny_checkpoint`: that one sizes the vocabulary to the tokenizer (~100
-    ids) and unties the embeddings, while the measured anchor pads it to 4096 ids and ties them.
+    The checkpoint is a random Qwen3 of `shape` (default `SHAPES["bench-27m"]`, the measured
+    anchor) with the project's char tokenizer.
     """
-    import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig
-
-    from export.char_tokenizer import build_char_tokenizer, save_hf_tokenizer
-    from export.tiny import ALPHABET, CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
-
-    tokenizer = build_char_tokenizer(
-        ALPHABET, special_tokens=SPECIAL_TOKENS, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN
-    )
-    if tokenizer.get_vocab_size() > shape.vocab_size:
-        raise bad_input(
-            f"vocab_size {shape.vocab_size} is below the tokenizer's {tokenizer.get_vocab_size()}"
-        )
-    eos_id, pad_id = tokenizer.token_to_id(EOS_TOKEN), tokenizer.token_to_id(PAD_TOKEN)
-    config = _qwen3_config(shape, eos_id, pad_id)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config).eval()
-    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id)
-    model.save_pretrained(str(out_dir))
-    save_hf_tokenizer(
-        tokenizer, out_dir, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, chat_template=CHAT_TEMPLATE
-    )
-    log.info("wrote %s (%.1fM parameters)", out_dir, model.num_parameters() / 1e6)
-    return out_dir
-
-
-def _qwen3_config(shape: BenchShape, eos_id: int, pad_id: int) -> Any:
-    from transformers import Qwen3Config
-
-    return Qwen3Config(
-        vocab_size=shape.vocab_size,
-        hidden_size=shape.hidden_size,
-        intermediate_size=shape.intermediate_size,
-        num_hidden_layers=shape.num_layers,
-        num_attention_heads=shape.num_heads,
-        num_key_value_heads=shape.num_kv_heads,
-        head_dim=shape.hidden_size // shape.num_heads,
-        max_position_embeddings=shape.max_position_embeddings,
-        initializer_range=shape.initializer_range,
-        tie_word_embeddings=shape.tie_word_embeddings,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-        bos_token_id=None,
-    )
-
-
-def ensure_export(work_dir: Path, shape: BenchShape = BenchShape(), *, dtype: str = "float32") -> Path:
-    """The project's export of the benchmark checkpoint (built on first use, then reused)."""
     from export.hf_export import ExportOptions, export_checkpoint
+    from export.shapes import SHAPES, build_random_checkpoint
 
     checkpoint = work_dir / "checkpoint"
     if not (checkpoint / "config.json").is_file():
-        make_checkpoint(checkpoint, shape)
+        build_random_checkpoint("qwen3", shape or SHAPES["bench-27m"], checkpoint)
     onnx_dir = work_dir / ("onnx" if dtype == "float32" else f"onnx-{dtype}")
     if not (onnx_dir / "manifest.json").is_file():
         started = time.perf_counter()

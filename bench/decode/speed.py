@@ -33,13 +33,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bench.decode.common import (
     REPO_ROOT,
-    BenchShape,
     Contender,
     EnvFlags,
     LoadMeter,
@@ -60,6 +59,9 @@ from bench.decode.contenders import (
 )
 from bench.decode.report import BenchReport, ProbeOverhead, format_table, write_report
 from bench.decode.variants import variant_contenders
+
+if TYPE_CHECKING:
+    from export.shapes import ModelShape
 
 QWEN3_VOCAB = 151_936  # a real Qwen3 vocabulary: entropy cost grows with it
 
@@ -144,12 +146,12 @@ def routing_overhead(
 # ---------------------------------------------------------------------------------------------
 
 
-def run_benchmark(config: BenchConfig, shape: BenchShape | None = None) -> BenchReport:
+def run_benchmark(config: BenchConfig, shape: ModelShape | None = None) -> BenchReport:
     """Build what is missing, time every contender on the same prompt, measure the overhead."""
     import torch
 
     torch.set_num_threads(config.threads)  # optimum's generate does its logits work in torch
-    folder = config.model_dir or ensure_export(config.work_dir, shape or BenchShape())
+    folder = config.model_dir or ensure_export(config.work_dir, shape)
     prompt = prompt_ids(folder, config.prompt_tokens)
     worker = _genai_worker(config, prompt)
     contenders = _contenders(folder, prompt, config, worker)

@@ -10,7 +10,8 @@ import pytest
 
 from export import quantize
 from export.hf_export import ExportOptions, export_checkpoint
-from export.tiny import EOS_TOKEN, make_tiny_checkpoint
+from export.shapes import SHAPES, build_random_checkpoint
+from export.tiny import EOS_TOKEN
 from onnx_lm import CausalLM
 from onnx_lm.manifest import Manifest
 
@@ -53,7 +54,7 @@ def test_the_runtime_loads_the_export(tiny_llama_dir: Path) -> None:
 
 
 def test_qwen2_family_exports(tmp_path: Path) -> None:
-    checkpoint = make_tiny_checkpoint("qwen2", tmp_path / "ckpt", seed=1)
+    checkpoint = build_random_checkpoint("qwen2", SHAPES["tiny"], tmp_path / "ckpt", seed=1)
     manifest = export_checkpoint(checkpoint, tmp_path / "onnx")
     assert manifest.architecture == "qwen2"
     assert manifest.parity["model"]["passed"] is True
