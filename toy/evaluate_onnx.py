@@ -12,7 +12,7 @@ import numpy as np
 
 from onnx_lm.errors import ModelContractError
 from onnx_lm.session import CausalLM, SessionConfig
-from toy.evaluate import MAX_NEW_TOKENS, StepScore, reference_text, score_steps
+from toy.scoring import MAX_NEW_TOKENS, StepScore, reference_text, score_steps
 from toy.task import Problem, prompt_text
 
 

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from onnx_lm.errors import BadInputError
-from toy.evaluate import score_steps, step_spans, summarize
+from toy.evaluate import summarize
 from toy.metrics import accuracy, auroc
+from toy.scoring import score_steps, step_spans
 from toy.task import Problem, prompt_text, solution_text
 from toy.vocab import CharCodec, toy_tokenizer
 
