@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from cloud_service.errors import InvalidRequest
-from onnx_lm import ChatMessage, SamplingParams
+from onnx_lm import GREEDY, ChatMessage, SamplingParams
 from onnx_lm.errors import BadInputError
 from protos import contract
 from protos import edge_cloud_v1_pb2 as pb
@@ -156,7 +156,7 @@ def _base(request: pb.StepRequest) -> TranscriptView:
 
 def _sampling(request: pb.StepRequest) -> SamplingParams:
     if not request.HasField("sampling"):
-        return SamplingParams(temperature=0.0, top_p=1.0, seed=0)
+        return GREEDY  # a request without sampling settings decodes greedily
     s = request.sampling
     # proto3 cannot tell an unset top_p from 0; 0 is not a usable nucleus, so it means "no cut".
     top_p = 1.0 if s.top_p == 0 else float(s.top_p)
