@@ -6,15 +6,17 @@ Python API (the same power as `glimp run`)::
 
     router = EdgeRouter.from_folders(
         "models/toy-pair/slm",
-        llm=InProcessLLM.load("models/toy-pair/llm"),  # or TritonLLM(CloudLinkConfig("host:8001", token))
+        llm=InProcessLLM.load("models/toy-pair/llm"),  # or connect("host:8001", token): the cloud
         config=RouterConfig(policy=EntropyThreshold(tau=0.9), steps=StepSettings(seed=0)),
     )
     result = router.answer("12+7*3-5")
     print(result.answer, f"{result.totals.cloud_steps}/{result.totals.steps} steps by the LLM")
     trace_json = result.to_json()  # per step: writer, entropy, tokens, bytes, time split
 
-Only the cloud link needs `tritonclient`; it is imported when `TritonLLM` is first used, so
-`import edge_client` works on a device without it.
+`connect(url, token)` returns the cloud link as `glimp run` uses it: retries, circuit breaker and
+health monitor around the bare `TritonLLM` (edge_client/link/). Only the cloud link needs
+`tritonclient` and `grpc`; they are imported when `connect` (or another link name) is first used,
+so `import edge_client` works on a device without them.
 """
 
 from __future__ import annotations
@@ -47,18 +49,26 @@ from edge_client.policies import (
 )
 from edge_client.trace import AnswerRecord, Event, RunResult, StepRecord, Totals
 
-if TYPE_CHECKING:
-    from edge_client.cloud_link import CloudLinkConfig, TritonLLM  # noqa: F401 - for type checkers only
+if TYPE_CHECKING:  # for type checkers only
+    from edge_client.link import (  # noqa: F401
+        CloudLinkConfig,
+        ResilienceConfig,
+        ResilientLLM,
+        RetryPolicy,
+        TritonLLM,
+        connect,
+    )
 
-_CLOUD_LINK_NAMES = ("CloudLinkConfig", "TritonLLM")
+_CLOUD_LINK_NAMES = ("CloudLinkConfig", "ResilienceConfig", "ResilientLLM", "RetryPolicy", "TritonLLM",
+                     "connect")
 
 
 def __getattr__(name: str) -> Any:
     # The gRPC link pulls in tritonclient and grpc: load it only when asked for.
     if name in _CLOUD_LINK_NAMES:
-        from edge_client import cloud_link
+        from edge_client import link
 
-        return getattr(cloud_link, name)
+        return getattr(link, name)
     raise AttributeError(f"module 'edge_client' has no attribute {name!r}")
 
 

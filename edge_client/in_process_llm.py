@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest
+from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest, empty_score_reply
 from onnx_lm import CausalLM, ChatMessage, LMContext, SessionConfig, StopCriteria, decode_until, make_rng
 from onnx_lm.errors import BadInputError
 from onnx_lm.manifest import Manifest
@@ -55,6 +55,9 @@ class InProcessLLM:
     def open(self, messages: Sequence[ChatMessage]) -> InProcessConversation:
         return InProcessConversation(self.lm, self.lm.tokenizer.render_prompt(messages))
 
+    def close(self) -> None:
+        """Nothing to free: the model stays loaded for whoever holds `lm`."""
+
 
 class InProcessConversation:
     """One question's context with the in-process LLM."""
@@ -66,6 +69,8 @@ class InProcessConversation:
         self._rng: np.random.Generator | None = None
 
     def call(self, request: LLMRequest) -> LLMReply:
+        if (empty := empty_score_reply(request)) is not None:
+            return empty
         started = time.perf_counter()
         stats = self.ctx.sync(self.prompt + request.transcript)
         if request.action == LLMAction.ABSORB:
@@ -82,6 +87,9 @@ class InProcessConversation:
         )
         return LLMReply(reply.text, reply.stop_reason, reply.stop_string, cost, reply.mean_logprob)
 
+    def push(self, transcript: str) -> None:
+        """Nothing to push: the next call syncs the KV cache to its transcript anyway."""
+
     def close(self) -> None:
         self.ctx.reset()
 
@@ -97,7 +105,5 @@ class InProcessConversation:
         return LLMReply(gen.text, gen.stop_reason.value, gen.stop_string, cost)
 
     def _score(self, transcript: str, candidate: str) -> float:
-        """Mean log-probability per token of `candidate` right after the transcript."""
-        if not candidate:
-            return 0.0
+        """Mean log-probability per token of a non-empty `candidate` right after the transcript."""
         return self.ctx.score_tail(self.prompt + transcript + candidate, len(candidate)).mean_logprob

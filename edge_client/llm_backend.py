@@ -1,7 +1,8 @@
 """The one interface the step loop uses to reach the large model, wherever it runs.
 
-Two implementations: `TritonLLM` (the cloud over gRPC, edge_client/cloud_link.py) and
-`InProcessLLM` (an ONNX LLM in this process: tests and a no-network baseline).
+Implementations: `ResilientLLM` (the cloud over gRPC with retries and a breaker,
+`edge_client.connect`), the bare `TritonLLM` under it (edge_client/link/) and `InProcessLLM` (an ONNX
+LLM in this process: tests and a no-network baseline).
 
 The loop hands a conversation the *whole* appended transcript on every call; the conversation
 works out what the other side has not seen yet (the delta) and, on a context mismatch,
@@ -22,7 +23,9 @@ class LLMAction(StrEnum):
     WRITE_STEP = "write_step"  # write one reasoning step (stops at the delimiter / stop strings)
     WRITE_ANSWER = "write_answer"  # write the final answer (stops at EOS / stop strings)
     ABSORB = "absorb"  # only take in the transcript (background context sync)
-    SCORE = "score"  # mean log-prob of `candidate` after the transcript; nothing is kept
+    # Mean log-prob per token of `candidate` after the transcript; nothing is kept. An empty
+    # candidate scores 0.0 nats/token without any call (`empty_score_reply`): every backend obeys.
+    SCORE = "score"
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class LLMRequest:
     sampling: SamplingParams
     stop_strings: tuple[str, ...] = ()  # e.g. (step delimiter, end-of-thinking marker)
     max_tokens: int = 512
-    candidate: str = ""  # SCORE only: the text to score, as if appended after the transcript
+    candidate: str = ""  # SCORE only: the text to score, as if appended after the transcript ("": 0.0)
 
 
 @dataclass(frozen=True)
@@ -63,27 +66,60 @@ class CallCost:
 @dataclass(frozen=True)
 class LLMReply:
     text: str  # generated text without the stop string
-    stop_reason: str  # "stop_string" | "eos" | "max_tokens" | "absorbed"
+    stop_reason: str  # "stop_string" | "eos" | "max_tokens" | "absorbed" | "scored"
     stop_string: str | None
     cost: CallCost
     mean_logprob: float | None = None  # SCORE only
+
+
+EMPTY_CANDIDATE_SCORE = 0.0  # nats/token of an empty SCORE candidate: nothing to doubt, nothing sent
+
+
+def empty_score_reply(request: LLMRequest) -> LLMReply | None:
+    """The reply every backend gives a SCORE of an empty candidate, before any call; None otherwise.
+
+    The one place of the rule: the cloud refuses an empty candidate on the wire (score_bytes
+    must be >= 1), so the edge answers it itself, with no cost, for every backend alike.
+    """
+    if request.action != LLMAction.SCORE or request.candidate:
+        return None
+    return LLMReply("", "scored", None, CallCost(), mean_logprob=EMPTY_CANDIDATE_SCORE)
 
 
 class LLMConversation(Protocol):
     """One question's context with the LLM.
 
     After WRITE_STEP / WRITE_ANSWER the LLM holds transcript + reply.text; after ABSORB, the
-    transcript; after SCORE, what it held before. Cloud faults raise `edge_client.errors.CloudError`.
+    transcript; after SCORE, what it held before (an empty candidate: 0.0, no call, see
+    `LLMAction.SCORE`). Cloud faults raise `edge_client.errors.CloudError`.
     """
 
-    def call(self, request: LLMRequest) -> LLMReply: ...
+    def call(self, request: LLMRequest) -> LLMReply:
+        """Run `request` on the whole appended transcript (the conversation sends what is new)."""
+        ...
 
-    def close(self) -> None: ...
+    def push(self, transcript: str) -> None:
+        """Offer the transcript so far ahead of the next call (background sync); returns at once.
+
+        A no-op for a backend with nothing to push: the next `call` carries the text anyway.
+        """
+        ...
+
+    def close(self) -> None:
+        """Free this context (best effort)."""
+        ...
 
 
 class LLMBackend(Protocol):
-    """Opens conversations with the large model."""
+    """Opens conversations with the large model; `close()` frees its channel and threads."""
 
     name: str  # "triton" | "in-process"
 
+    @property
+    def provider(self) -> str:
+        """Where the LLM runs, for the trace: "triton HOST:PORT", an ONNX Runtime provider name, ..."""
+        ...
+
     def open(self, messages: Sequence[ChatMessage]) -> LLMConversation: ...
+
+    def close(self) -> None: ...

@@ -166,9 +166,7 @@ def llm_backend(args: argparse.Namespace, session: SessionConfig) -> LLMBackend 
     if args.llm_local:
         return InProcessLLM.load(args.llm_local, session)
     if args.llm_url:
-        from edge_client.cloud_link import CloudLinkConfig
-        from edge_client.resilience import RetryPolicy
-        from edge_client.resilient_link import ResilienceConfig, ResilientLLM
+        from edge_client.link import CloudLinkConfig, ResilienceConfig, ResilientLLM, RetryPolicy
 
         tls_ca = Path(args.tls_ca) if args.tls_ca else None
         link = CloudLinkConfig(args.llm_url, token=edge_token(args), timeout_s=args.llm_timeout_s,
@@ -189,9 +187,8 @@ def run(args: argparse.Namespace) -> int:
         router = EdgeRouter.from_folders(args.slm, llm, config, session)
         result = router.answer(args.question, on_event=StreamPrinter(sys.stdout))
     finally:
-        close = getattr(llm, "close", None)  # the cloud link's probe thread and channel
-        if close is not None:
-            close()
+        if llm is not None:
+            llm.close()  # the cloud link's health monitor and channel
     print()
     print(f"answer: {result.answer.strip()}")
     print(render_summary(result))

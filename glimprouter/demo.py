@@ -93,8 +93,7 @@ def _emulated_link(server_url: str, args: argparse.Namespace) -> Iterator[str]:
 
 def _answer(args: argparse.Namespace, slm_dir: Path, link_url: str, token: str):  # type: ignore[no-untyped-def]
     from edge_client import EdgeRouter, EntropyThreshold, RouterConfig, StepSettings, StreamPrinter
-    from edge_client.cloud_link import CloudLinkConfig
-    from edge_client.resilient_link import ResilientLLM
+    from edge_client.link import CloudLinkConfig, ResilientLLM
 
     # The toy task has one right answer per step: greedy decoding, as its accuracy was measured.
     config = RouterConfig(policy=EntropyThreshold(args.tau), steps=StepSettings(temperature=0.0, seed=0))

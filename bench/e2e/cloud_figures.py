@@ -20,7 +20,7 @@ from pathlib import Path
 from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
 from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import new_token
-from edge_client.cloud_link import CloudLinkConfig, TritonLLM
+from edge_client.link import CloudLinkConfig, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
 from onnx_lm import GREEDY, ChatMessage, TextCodec
 from onnx_lm.manifest import Manifest

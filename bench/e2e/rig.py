@@ -18,10 +18,8 @@ from types import TracebackType
 from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
 from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import new_token
-from edge_client.cloud_link import CloudLinkConfig
 from edge_client.in_process_llm import check_role
-from edge_client.resilience import BreakerState
-from edge_client.resilient_link import ResilienceConfig, ResilientLLM
+from edge_client.link import BreakerState, CloudLinkConfig, ResilienceConfig, ResilientLLM, TritonLLM
 from netem import LinkEmulator, LinkProfile
 from onnx_lm import CausalLM, SessionConfig
 from onnx_lm.errors import GlimpError
@@ -93,11 +91,13 @@ class BenchRig:
     def backend(self, url: str, *, resend_full: bool = False) -> ResilientLLM:
         """A new client of the server, as `glimp run` uses it (retries, breaker; own channel and
         credential), already connected: the warm-up call runs before any clock does. Close it after use.
+        `resend_full`: the baseline link that resends the whole transcript on every call.
 
         Raises GlimpError when the server does not answer the warm-up call.
         """
-        link = CloudLinkConfig(url, self.token, timeout_s=self.config.call_timeout_s, resend_full=resend_full)
-        llm = ResilientLLM.connect(link, ResilienceConfig(background_sync=self.config.background_sync))
+        link = CloudLinkConfig(url, self.token, timeout_s=self.config.call_timeout_s)
+        llm = ResilientLLM(TritonLLM(link, resend_full=resend_full),
+                           ResilienceConfig(background_sync=self.config.background_sync))
         llm.check()
         snapshot = llm.breaker_state()
         if snapshot.state != BreakerState.CLOSED:

@@ -39,9 +39,9 @@ from bench.e2e.systems import (
 )
 from bench.e2e.targets import best_glimp
 from edge_client.config import RouterConfig, StepSettings
+from edge_client.link import ResilientLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
 from edge_client.loop import EdgeRouter, prompt_messages
-from edge_client.resilient_link import ResilientLLM
 from edge_client.trace import Timing, cost_parts
 from onnx_lm.errors import BadInputError
 

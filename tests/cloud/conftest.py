@@ -17,7 +17,7 @@ from cloud_helpers import CALL_TIMEOUT_S, make_repository, start_server
 
 from cloud_service.launcher import TritonServer
 from cloud_service.security import TLSFiles, new_token
-from edge_client.cloud_link import CloudLinkConfig, TritonLink, TritonLLM
+from edge_client.link import CloudLinkConfig, TritonLink, TritonLLM
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from cloud_helpers import CALL_TIMEOUT_S
 
 from cloud_service.launcher import TritonServer
-from edge_client.cloud_link import CloudLinkConfig, TritonLLM
+from edge_client.link import CloudLinkConfig, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
 from onnx_lm import GREEDY, ChatMessage
 
@@ -16,9 +16,8 @@ def test_resend_full_sends_everything_and_writes_the_same(
     transcript = "The tens first. " * 20
     replies = {}
     for resend_full in (False, True):
-        config = CloudLinkConfig(triton_server.grpc_url, cloud_token, timeout_s=CALL_TIMEOUT_S,
-                                 resend_full=resend_full)
-        with TritonLLM(config) as llm:
+        config = CloudLinkConfig(triton_server.grpc_url, cloud_token, timeout_s=CALL_TIMEOUT_S)
+        with TritonLLM(config, resend_full=resend_full) as llm:
             conversation = llm.open([ChatMessage("user", "What is 12+30?")])
             conversation.call(LLMRequest(LLMAction.WRITE_STEP, "", GREEDY, max_tokens=4))
             first = conversation.call(LLMRequest(LLMAction.ABSORB, transcript, GREEDY))

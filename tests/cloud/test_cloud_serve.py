@@ -18,8 +18,8 @@ from cloud_helpers import CALL_TIMEOUT_S, MESSAGES, make_repository, metric, shm
 from cloud_service import commands
 from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import TLSFiles, new_token
-from edge_client.cloud_link import CloudLinkConfig, TritonLLM
 from edge_client.errors import CloudUnavailableError
+from edge_client.link import CloudLinkConfig, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
 from onnx_lm import GREEDY
 from onnx_lm.errors import BadInputError

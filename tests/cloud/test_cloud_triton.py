@@ -8,8 +8,8 @@ import pytest
 from cloud_helpers import CALL_TIMEOUT_S, MESSAGES, metric, new_ids, step_request
 
 from cloud_service.launcher import TritonServer, pick_free_port
-from edge_client.cloud_link import CloudLinkConfig, TritonLink, TritonLLM, build_infer_request
 from edge_client.errors import CloudRejectedError, CloudUnavailableError, NotAuthorizedError
+from edge_client.link import CloudLinkConfig, TritonLink, TritonLLM, build_infer_request
 from edge_client.llm_backend import LLMAction, LLMRequest
 from onnx_lm import GREEDY, TextCodec
 from onnx_lm.manifest import Manifest

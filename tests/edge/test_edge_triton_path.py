@@ -21,7 +21,7 @@ from edge_client import (
     StepSettings,
     VerifyByScore,
 )
-from edge_client.cloud_link import CloudLinkConfig, TritonLLM
+from edge_client.link import CloudLinkConfig, TritonLLM
 from glimprouter.cli import main
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]

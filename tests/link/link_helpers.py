@@ -10,12 +10,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.wire import WireCounter
 from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port, remove_shm_files
 from edge_client import AlwaysCloud, EdgeRouter, RouterConfig, StepSettings
-from edge_client.cloud_link import CloudLinkConfig
+from edge_client.link import (
+    CloudLinkConfig,
+    ResilienceConfig,
+    ResilientConversation,
+    ResilientLLM,
+    RetryPolicy,
+    TritonLLM,
+)
 from edge_client.llm_backend import LLMConversation, LLMReply, LLMRequest
-from edge_client.resilience import RetryPolicy
-from edge_client.resilient_link import ResilienceConfig, ResilientConversation, ResilientLLM
 from edge_client.trace import Event, RunResult, StepFinished
 from onnx_lm import CausalLM, ChatMessage
 
@@ -40,11 +46,14 @@ def sigkill(server: TritonServer) -> None:
 
 
 def connect(url: str, token: str | None, *, background_sync: bool = False, breaker_s: float = BREAKER_S,
-            timeout_s: float = CALL_TIMEOUT_S, gzip: bool = False) -> ResilientLLM:
+            timeout_s: float = CALL_TIMEOUT_S, gzip: bool = False,
+            wire: WireCounter | None = None) -> ResilientLLM:
+    """The resilient link with short back-offs; `wire` counts every call's bytes when given."""
     link = CloudLinkConfig(url, token, timeout_s=timeout_s, gzip=gzip)
     config = ResilienceConfig(retry=RetryPolicy(max_retries=2, backoff_s=0.05), breaker_s=breaker_s,
-                              probe_timeout_s=2.0, background_sync=background_sync)
-    return ResilientLLM.connect(link, config)
+                              ping_timeout_s=2.0, background_sync=background_sync)
+    counted = wire.link(link) if wire is not None else None
+    return ResilientLLM(TritonLLM(link, link=counted), config)
 
 
 def router_config(budget_tokens: int = 48, max_step_tokens: int = 6) -> RouterConfig:
@@ -67,6 +76,9 @@ class Recording:
         conversation = self.llm.open(messages)
         self.opened.append(conversation)
         return conversation
+
+    def close(self) -> None:
+        self.llm.close()
 
 
 class BeforeCall:
@@ -96,6 +108,9 @@ class BeforeCall:
                 inner.close()
 
         return Hooked()
+
+    def close(self) -> None:
+        self.llm.close()
 
 
 @dataclass

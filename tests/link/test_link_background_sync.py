@@ -7,8 +7,8 @@ from link_helpers import DELIMITER, Recording, connect, router_config
 
 from cloud_service.launcher import TritonServer
 from edge_client import EdgeRouter, RandomShare, RouterConfig
+from edge_client.link import ResilientConversation
 from edge_client.llm_backend import LLMAction, LLMReply, LLMRequest
-from edge_client.resilient_link import ResilientConversation
 from onnx_lm import GREEDY, CausalLM, ChatMessage
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]

@@ -1,7 +1,7 @@
 """The edge through the project's link emulator (delay, bandwidth, cuts) to a real tritonserver.
 
 Also the byte accounting: the trace counts serialized gRPC messages; the emulator counts what
-crossed the wire. The difference is HTTP/2 + gRPC framing, which `GrpcFraming` estimates.
+crossed the wire. The difference is HTTP/2 + gRPC framing, which `bench.wire.GrpcFraming` estimates.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 from link_helpers import DELIMITER, BeforeCall, answer, check_steps_whole, connect
 
+from bench.wire import LinkTotals, WireCounter
 from cloud_service.launcher import TritonServer
-from edge_client.resilient_link import LinkTotals
 from edge_client.trace import AnswerFinished, Event
 from netem import LinkEmulator, LinkProfile
 from onnx_lm import CausalLM
@@ -51,20 +51,21 @@ def test_counted_bytes_against_the_wire(
     gzip: bool, shared_server: TritonServer, link_token: str, slm: CausalLM,
     record_property: Callable[[str, object], None],
 ) -> None:
+    wire = WireCounter()
     with _emulator(shared_server, LinkProfile(rtt_s=0.01, bandwidth_mbit_s=20.0)) as link, \
-            connect(link.address, link_token, gzip=gzip) as llm:
+            connect(link.address, link_token, gzip=gzip, wire=wire) as llm:
         llm.check()
-        before = llm.link_totals
+        before = wire.totals
         at_answer: list[LinkTotals | None] = []
 
         def on_event(event: Event) -> None:
             if isinstance(event, AnswerFinished):  # before the conversation's CLOSE
-                at_answer.append(llm.link_totals)
+                at_answer.append(wire.totals)
 
         result = answer(slm, llm, hook=on_event)  # type: ignore[arg-type]
         llm.close()
         wire_up, wire_down = link.stats.snapshot()
-    total, during = llm.link_totals, at_answer[0]
+    total, during = wire.totals, at_answer[0]
     assert before is not None and total is not None and during is not None
     traffic = result.totals.traffic
     # Every byte the trace reports went through the link, and nothing else during the question.

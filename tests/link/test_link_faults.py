@@ -23,11 +23,9 @@ from link_helpers import (
 
 from cloud_service.launcher import TritonServer, pick_free_port
 from cloud_service.repository import RepositorySettings, build_repository
-from edge_client.cloud_link import CloudLinkConfig, TritonLink, TritonLLM
 from edge_client.errors import NotAuthorizedError
+from edge_client.link import BreakerState, CloudLinkConfig, ResilientConversation, TritonLink, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
-from edge_client.resilience import BreakerState
-from edge_client.resilient_link import ResilientConversation
 from onnx_lm import GREEDY, CausalLM, ChatMessage
 from protos import edge_cloud_v1_pb2 as pb
 
@@ -76,10 +74,10 @@ def test_restart_resumes_cloud_steps_with_one_full_resend(
         servers[0].start()
         with connect(config.grpc_url, link_token) as llm:
             probes_at_ready: list[int] = []
-            hook.actions[3] = lambda: probes_at_ready.append(llm.probe.probes)
+            hook.actions[3] = lambda: probes_at_ready.append(llm.monitor.pings)
             result = answer(slm, llm, hook=hook, budget_tokens=240)
             breaker = llm.breaker_state()
-            probes_after = llm.probe.probes
+            probes_after = llm.monitor.pings
     finally:
         for server in servers:
             server.stop()
@@ -155,7 +153,7 @@ def test_a_wrong_token_fails_at_start_and_is_not_retried(shared_server: TritonSe
     with connect(shared_server.grpc_url, "a-wrong-token-of-some-length") as llm:
         with pytest.raises(NotAuthorizedError, match="GLIMP_EDGE_TOKEN"):
             answer(slm, llm, hook=events.append)  # type: ignore[arg-type]
-        breaker, retries, probes = llm.breaker_state(), llm.retries, llm.probe.probes
+        breaker, retries, probes = llm.breaker_state(), llm.retries, llm.monitor.pings
     assert events == []  # before the first step
     assert breaker.state == BreakerState.CLOSED and breaker.opens == 0  # not hidden as "offline"
     assert retries == 0 and probes == 0

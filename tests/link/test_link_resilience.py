@@ -12,8 +12,8 @@ from collections.abc import Callable
 import pytest
 from link_helpers import CALL_TIMEOUT_S
 
+from bench.wire import GrpcFraming
 from cloud_service.launcher import TritonServer, pick_free_port
-from edge_client.cloud_link import CloudLinkConfig, TritonLLM
 from edge_client.errors import (
     BadInputError,
     CloudError,
@@ -21,9 +21,18 @@ from edge_client.errors import (
     CloudUnavailableError,
     NotAuthorizedError,
 )
+from edge_client.link import (
+    BreakerState,
+    CircuitBreaker,
+    CloudLinkConfig,
+    HealthMonitor,
+    ResilienceConfig,
+    ResilientLLM,
+    RetryPolicy,
+    TritonLLM,
+    retryable,
+)
 from edge_client.llm_backend import LLMAction, LLMRequest
-from edge_client.resilience import BreakerState, CircuitBreaker, HealthProbe, RetryPolicy, retryable
-from edge_client.resilient_link import GrpcFraming, ResilienceConfig, ResilientLLM
 from onnx_lm import GREEDY, ChatMessage
 
 MESSAGES = [ChatMessage("user", "hello")]
@@ -123,7 +132,7 @@ def test_breaker_refuses_a_bad_period(period: float) -> None:
         CircuitBreaker(period)
 
 
-@pytest.mark.parametrize("fields", [{"breaker_s": 0}, {"probe_timeout_s": -1}, {"probe_interval_s": 0},
+@pytest.mark.parametrize("fields", [{"breaker_s": 0}, {"ping_timeout_s": -1}, {"ping_interval_s": 0},
                                     {"retry": 2}])
 def test_resilience_config_refuses_bad_values(fields: dict[str, object]) -> None:
     with pytest.raises(BadInputError):
@@ -146,9 +155,9 @@ class ScriptedProbe:
             raise self.outcomes.pop(0)
 
 
-def _run_probe(probe: ScriptedProbe) -> tuple[CircuitBreaker, HealthProbe]:
+def _run_probe(probe: ScriptedProbe) -> tuple[CircuitBreaker, HealthMonitor]:
     breaker = CircuitBreaker(0.01)
-    health = HealthProbe(breaker, probe, probe_interval_s=0.01, probe_timeout_s=1.0).start()
+    health = HealthMonitor(breaker, probe, ping_interval_s=0.01, ping_timeout_s=1.0).start()
     breaker.trip("test fault")
     return breaker, health
 
@@ -172,7 +181,7 @@ def test_probe_closes_the_breaker_once_the_cloud_answers() -> None:
         assert _wait_closed(breaker)
     finally:
         health.stop()
-    assert probe.calls == 4 and health.probes == 4 and health.last_error == "RuntimeError: bug"
+    assert probe.calls == 4 and health.pings == 4 and health.last_error == "RuntimeError: bug"
     assert breaker.snapshot().closes == 1
 
 
@@ -187,10 +196,10 @@ def test_probe_rejected_for_the_token_closes_the_breaker_so_the_next_call_says_s
 
 def test_probe_thread_stops() -> None:
     breaker = CircuitBreaker(60.0)
-    health = HealthProbe(breaker, ScriptedProbe(), probe_interval_s=60.0, probe_timeout_s=1.0).start()
+    health = HealthMonitor(breaker, ScriptedProbe(), ping_interval_s=60.0, ping_timeout_s=1.0).start()
     breaker.trip("down for a minute")
     health.stop(timeout_s=5.0)
-    assert not health._thread.is_alive() and health.probes == 0
+    assert not health._thread.is_alive() and health.pings == 0
 
 
 # ---- wire framing --------------------------------------------------------------------------------

@@ -1,0 +1,157 @@
+"""The delta protocol: a conversation keeps the server's view of its context and sends what is new.
+
+A `TritonConversation` remembers the appended text the server holds and its digest, and sends
+only the rest; when the server answers with a mismatch (unknown context, other length or
+digest), it resends the whole transcript once with create=true. That one resend is the only
+retry here: transport retries, the breaker and offline mode live in `edge_client.link.resilient`.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+
+from edge_client.errors import BadInputError, CloudError, ContextMismatchError
+from edge_client.link.transport import Exchange, TritonLink
+from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest, empty_score_reply
+from onnx_lm import ChatMessage, SamplingParams
+from protos import edge_cloud_v1_pb2 as pb
+from protos.contract import CONTEXT_ID_MIN_HEX, PROTOCOL_VERSION, TranscriptDigest, TranscriptView
+
+log = logging.getLogger(__name__)
+
+_ACTIONS = {
+    LLMAction.WRITE_STEP: pb.WRITE_STEP, LLMAction.WRITE_ANSWER: pb.WRITE_ANSWER,
+    LLMAction.ABSORB: pb.ABSORB, LLMAction.SCORE: pb.SCORE,
+}
+_STOP_REASONS = {
+    pb.STOP_STRING: "stop_string", pb.EOS: "eos", pb.MAX_TOKENS: "max_tokens", pb.ABSORBED: "absorbed",
+}
+
+
+class TritonConversation:
+    """One context on the server; `call` takes the whole transcript and sends the delta.
+
+    `resend_full` (a benchmark baseline) sends the whole transcript on every call instead, as a
+    link without a server-side context must.
+    """
+
+    def __init__(self, link: TritonLink, client_key: bytes, messages: Sequence[ChatMessage], *,
+                 resend_full: bool = False) -> None:
+        if not messages:
+            raise BadInputError("a conversation needs at least one prompt message")
+        self._link = link
+        self._client_key = client_key
+        self.messages = tuple(messages)
+        self.context_id = secrets.token_hex(max(16, CONTEXT_ID_MIN_HEX // 2))  # 128 random bits
+        self._created = False
+        self._resend_full = resend_full
+        self._held_text = ""  # the appended text the server holds (as far as we know)
+        self._held = TranscriptDigest(self._pairs())
+
+    @property
+    def server_view(self) -> TranscriptView:
+        """What this side believes the server holds."""
+        return self._held.view()
+
+    def call(self, request: LLMRequest, timeout_s: float | None = None) -> LLMReply:
+        """Run `request` on the server. Raises CloudError subclasses (see edge_client.errors)."""
+        if (empty := empty_score_reply(request)) is not None:
+            return empty
+        # A first call creates the context; a transcript that no longer extends what the server
+        # holds is resent whole rather than patched.
+        resend = (self._resend_full or not self._created
+                  or not request.transcript.startswith(self._held_text))
+        first = self._link.exchange(self._step_request(request, create=resend), timeout_s)
+        exchanges = [first]
+        resync = first if resend and self._created and not self._resend_full else None
+        if first.reply.WhichOneof("outcome") == "mismatch":
+            mismatch = first.reply.mismatch
+            log.info("context %s: %s (%s); resending the transcript", self.context_id[:8],
+                     pb.ContextMismatch.Kind.Name(mismatch.kind), mismatch.detail)
+            resync = self._link.exchange(self._step_request(request, create=True), timeout_s)
+            exchanges.append(resync)
+            if resync.reply.WhichOneof("outcome") != "result":
+                raise ContextMismatchError(
+                    f"the server refused a full resend of context {self.context_id[:8]}: {resync.reply}"
+                )
+        result = exchanges[-1].reply.result
+        self._advance(request, result, created=resend or resync is not None)
+        return _reply(result, exchanges, resync)
+
+    def push(self, transcript: str) -> None:
+        """Nothing to push: the bare link sends the text with the next call (see ResilientConversation)."""
+
+    def close(self) -> None:
+        """Free the server's copy (best effort: a failure here only leaves it to the idle TTL)."""
+        if not self._created:
+            return
+        close = pb.StepRequest(protocol_version=PROTOCOL_VERSION, context_id=self.context_id,
+                               client_key=self._client_key, action=pb.CLOSE)
+        try:
+            self._link.exchange(close)
+        except CloudError as exc:
+            log.debug("closing context %s failed: %s", self.context_id[:8], exc)
+        self._created = False
+
+    def _pairs(self) -> list[tuple[str, str]]:
+        return [(m.role, m.content) for m in self.messages]
+
+    def _step_request(self, request: LLMRequest, *, create: bool) -> pb.StepRequest:
+        new_text = request.transcript if create else request.transcript[len(self._held_text):]
+        step = pb.StepRequest(
+            protocol_version=PROTOCOL_VERSION, context_id=self.context_id, client_key=self._client_key,
+            create=create, action=_ACTIONS[request.action], new_text=new_text + request.candidate,
+            stop=list(request.stop_strings), sampling=_sampling(request.sampling),
+        )
+        if request.action in (LLMAction.WRITE_STEP, LLMAction.WRITE_ANSWER):
+            step.max_tokens = request.max_tokens
+        if request.action == LLMAction.SCORE:
+            step.score_bytes = len(request.candidate.encode("utf-8"))
+        if create:
+            step.messages.extend(pb.ChatMessage(role=m.role, content=m.content) for m in self.messages)
+        else:
+            view = self._held.view()
+            step.base.length_bytes, step.base.digest = view.length_bytes, view.digest
+        return step
+
+    def _advance(self, request: LLMRequest, result: pb.StepResult, *, created: bool) -> None:
+        """Move our view of the server's context to what it now holds, and check it agrees."""
+        if created:
+            self._held_text, self._held, self._created = "", TranscriptDigest(self._pairs()), True
+        if request.action != LLMAction.SCORE:  # SCORE commits nothing
+            appended = request.transcript[len(self._held_text):] + result.text
+            self._held.extend(appended)
+            self._held_text += appended
+        view = self._held.view()
+        if (result.state.length_bytes, result.state.digest) != (view.length_bytes, view.digest):
+            # Should not happen; the next call re-creates the context rather than build on a doubt.
+            log.warning("context %s: the server's state differs from ours after a call", self.context_id[:8])
+            self._created = False
+
+
+def _sampling(params: SamplingParams) -> pb.Sampling:
+    sampling = pb.Sampling(temperature=params.temperature, top_p=params.top_p)
+    if params.seed is not None:
+        sampling.seed = params.seed
+    return sampling
+
+
+def _reply(result: pb.StepResult, exchanges: list[Exchange], resync: Exchange | None) -> LLMReply:
+    timings = [e.reply.result.timings for e in exchanges if e.reply.WhichOneof("outcome") == "result"]
+    cost = CallCost(
+        bytes_up=sum(e.bytes_up for e in exchanges), bytes_down=sum(e.bytes_down for e in exchanges),
+        round_trip_s=sum(e.round_trip_s for e in exchanges),
+        queue_s=sum(t.queue_s for t in timings), compute_s=sum(t.compute_s for t in timings),
+        prefill_s=sum(t.prefill_s for t in timings), decode_s=sum(t.decode_s for t in timings),
+        prefill_tokens=sum(t.prefill_tokens for t in timings),
+        decode_tokens=sum(t.decode_tokens for t in timings),
+        resync_bytes_up=resync.bytes_up if resync else 0, resync_s=resync.round_trip_s if resync else 0.0,
+        resynced=resync is not None,
+    )
+    return LLMReply(
+        text=result.text, stop_reason=_STOP_REASONS.get(result.stop_reason, "absorbed"),
+        stop_string=result.stop_string or None, cost=cost,
+        mean_logprob=result.mean_logprob if result.scored_tokens else None,
+    )
