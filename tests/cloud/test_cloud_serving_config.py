@@ -41,7 +41,8 @@ def test_every_default_comes_from_the_serving_config() -> None:
     defaults = ServingConfig()
     assert RepositorySettings().parameters() == defaults.parameters()
     engine = EngineConfig()
-    assert (engine.cache_budget_bytes, engine.idle_ttl_s) == (defaults.cache_budget_bytes, defaults.idle_ttl_s)
+    assert engine.cache_budget_bytes == defaults.cache_budget_bytes
+    assert engine.idle_ttl_s == defaults.idle_ttl_s
     assert ServingConfig.from_parameters({}) == defaults
 
 
@@ -59,7 +60,7 @@ def test_a_non_numeric_parameter_is_refused() -> None:
 
 def _flags(args: list[str]) -> dict[str, str]:
     """flag name -> value (the value with secrets and paths left as given)."""
-    return dict(arg.split("=", 1) if "=" in arg else (arg, "") for arg in args)
+    return dict(arg.partition("=")[::2] for arg in args)
 
 
 def test_both_command_lines_carry_the_same_server_flags(tmp_path: Path) -> None:
