@@ -10,7 +10,6 @@ Every flag has an environment twin.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import tempfile
@@ -18,67 +17,71 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from cloud_service.launcher import ADMIN_PROTOCOLS, KEEPALIVE_FLAGS, ServerConfig, TritonServer
+from cloud_service.launcher import ServerConfig, TritonServer
 from cloud_service.repository import RepositorySettings, build_repository
-from cloud_service.security import ADMIN_HEADER, TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_token
+from cloud_service.security import TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_token
+from cloud_service.server_flags import TritonFlags
+from cloud_service.serving_config import ServingConfig
+from glimp_common.env import env_flag, env_float, env_int, env_path, env_str
 from onnx_lm.errors import BadInputError
-from protos.contract import AUTH_HEADER, GRPC_AUTH_METADATA_KEY, MODEL_NAME
+from protos.contract import GRPC_AUTH_METADATA_KEY, MODEL_NAME
 
 PRODUCTION_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-py3"  # CUDA 13, as onnxruntime-gpu 1.31 needs
-
-
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _optional_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
+_MIB = 1 << 20
+# Shell expressions the container's bash expands: the edge token from its environment, and a fresh
+# admin token nobody needs to know (model control stays closed).
+_CONTAINER_TOKEN = "$GLIMP_EDGE_TOKEN"
+_CONTAINER_ADMIN_TOKEN = "$(head -c 24 /dev/urandom | base64 | tr -dc A-Za-z0-9)"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
-    parser.add_argument("model_dir", type=Path, nargs="?", default=_optional_path("GLIMP_SERVE_MODEL_DIR"),
+    defaults = ServingConfig
+    parser.add_argument("model_dir", type=Path, nargs="?", default=env_path("GLIMP_SERVE_MODEL_DIR"),
                         help="exported LLM folder (from `glimp export`) (env GLIMP_SERVE_MODEL_DIR)")
-    parser.add_argument("--host", default=env("GLIMP_SERVE_HOST", "127.0.0.1"),
+    parser.add_argument("--host", default=env_str("GLIMP_SERVE_HOST", defaults.host),
                         help="address to listen on; 0.0.0.0 for every interface (env GLIMP_SERVE_HOST)")
-    parser.add_argument("--grpc-port", type=int, default=int(env("GLIMP_GRPC_PORT", "8001")),
+    parser.add_argument("--grpc-port", type=int, default=env_int("GLIMP_GRPC_PORT", defaults.grpc_port),
                         help="gRPC port (env GLIMP_GRPC_PORT)")
-    parser.add_argument("--metrics-port", type=int, default=int(env("GLIMP_METRICS_PORT", "8002")),
+    parser.add_argument("--metrics-port", type=int,
+                        default=env_int("GLIMP_METRICS_PORT", defaults.metrics_port),
                         help="Prometheus metrics port (env GLIMP_METRICS_PORT)")
-    parser.add_argument("--token-file", type=Path, default=_optional_path(TOKEN_FILE_ENV),
+    parser.add_argument("--token-file", type=Path, default=env_path(TOKEN_FILE_ENV),
                         help=f"file holding the shared edge token (env {TOKEN_FILE_ENV}; or the token "
                         f"itself in {TOKEN_ENV})")
-    parser.add_argument("--insecure-no-token", action="store_true", default=_flag("GLIMP_INSECURE_NO_TOKEN"),
+    parser.add_argument("--insecure-no-token", action="store_true",
+                        default=env_flag("GLIMP_INSECURE_NO_TOKEN"),
                         help="serve without an edge token: anyone reaching the port can use the model "
                         "(env GLIMP_INSECURE_NO_TOKEN)")
-    parser.add_argument("--tls-cert", type=Path, default=_optional_path("GLIMP_TLS_CERT"),
+    parser.add_argument("--tls-cert", type=Path, default=env_path("GLIMP_TLS_CERT"),
                         help="PEM certificate: serve gRPC over TLS (env GLIMP_TLS_CERT)")
-    parser.add_argument("--tls-key", type=Path, default=_optional_path("GLIMP_TLS_KEY"),
+    parser.add_argument("--tls-key", type=Path, default=env_path("GLIMP_TLS_KEY"),
                         help="PEM private key of --tls-cert (env GLIMP_TLS_KEY)")
-    parser.add_argument("--tls-server-name", default=env("GLIMP_TLS_SERVER_NAME"),
+    parser.add_argument("--tls-server-name", default=env_str("GLIMP_TLS_SERVER_NAME"),
                         help="name in --tls-cert, when it does not cover 127.0.0.1 (the readiness check "
                         "connects locally) (env GLIMP_TLS_SERVER_NAME)")
-    parser.add_argument("--cache-budget-mb", type=float, default=float(env("GLIMP_CACHE_BUDGET_MB", "2048")),
+    parser.add_argument("--cache-budget-mb", type=float,
+                        default=env_float("GLIMP_CACHE_BUDGET_MB", defaults.cache_budget_bytes / _MIB),
                         help="context cache budget, KV + text, MiB (env GLIMP_CACHE_BUDGET_MB)")
-    parser.add_argument("--idle-ttl-s", type=float, default=float(env("GLIMP_IDLE_TTL_S", "900")),
+    parser.add_argument("--idle-ttl-s", type=float,
+                        default=env_float("GLIMP_IDLE_TTL_S", defaults.idle_ttl_s),
                         help="drop a context unused this long, seconds (env GLIMP_IDLE_TTL_S)")
-    parser.add_argument("--providers", default=env("GLIMP_PROVIDERS", "auto"),
+    parser.add_argument("--providers", default=env_str("GLIMP_PROVIDERS", defaults.providers),
                         help="ONNX Runtime providers: auto, or comma-separated cpu,cuda,tensorrt "
                         "(env GLIMP_PROVIDERS)")
-    parser.add_argument("--intra-op-threads", type=int, default=int(env("GLIMP_INTRA_OP_THREADS", "0")),
+    parser.add_argument("--intra-op-threads", type=int,
+                        default=env_int("GLIMP_INTRA_OP_THREADS", defaults.intra_op_threads),
                         help="ONNX Runtime threads, 0: its default (env GLIMP_INTRA_OP_THREADS)")
-    parser.add_argument("--repository", type=Path, default=_optional_path("GLIMP_REPOSITORY"),
+    parser.add_argument("--repository", type=Path, default=env_path("GLIMP_REPOSITORY"),
                         help="write a self-contained model repository (a copy of the model) here and keep "
                         "it; default: a temporary one linking the model, removed at exit "
                         "(env GLIMP_REPOSITORY)")
-    parser.add_argument("--build-only", action="store_true", default=_flag("GLIMP_BUILD_ONLY"),
+    parser.add_argument("--build-only", action="store_true", default=env_flag("GLIMP_BUILD_ONLY"),
                         help="only write --repository and print the command for NVIDIA's Triton container "
                         "(env GLIMP_BUILD_ONLY)")
     parser.add_argument("--startup-timeout-s", type=float,
-                        default=float(env("GLIMP_STARTUP_TIMEOUT_S", "300")),
+                        default=env_float("GLIMP_STARTUP_TIMEOUT_S", 300.0),
                         help="give up when not ready after this long (env GLIMP_STARTUP_TIMEOUT_S)")
-    parser.add_argument("--log-file", type=Path, default=_optional_path("GLIMP_SERVER_LOG"),
+    parser.add_argument("--log-file", type=Path, default=env_path("GLIMP_SERVER_LOG"),
                         help="keep the server's log here (env GLIMP_SERVER_LOG)")
 
 
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model_dir is None:
         raise BadInputError("give the exported LLM folder: glimp serve MODEL_DIR")
     settings = RepositorySettings(
-        cache_budget_bytes=int(args.cache_budget_mb * (1 << 20)), idle_ttl_s=args.idle_ttl_s,
+        cache_budget_bytes=int(args.cache_budget_mb * _MIB), idle_ttl_s=args.idle_ttl_s,
         providers=args.providers, intra_op_threads=args.intra_op_threads, link_model=args.repository is None,
     )
     if args.build_only:
@@ -165,20 +168,26 @@ def _build_only(args: argparse.Namespace, settings: RepositorySettings) -> int:
     return 0
 
 
-def production_command(repository: Path, grpc_port: int = 8001, metrics_port: int = 8002) -> str:
+def production_command(repository: Path, grpc_port: int = ServingConfig.grpc_port,
+                       metrics_port: int = ServingConfig.metrics_port) -> str:
     """The `docker run` line that serves the same repository with NVIDIA's Triton container.
 
     The container's Python gets this project's base install (ONNX Runtime and the contract;
-    its tritonserver replaces nvidia-pytriton's); the project source is mounted at /src.
+    its tritonserver replaces nvidia-pytriton's); the project source is mounted at /src. The
+    tritonserver flags are `production_flags()`, the same object the launcher renders.
     """
+    flags = " \\\n    ".join(production_flags().args())
     return (
         f"docker run --rm --gpus all --shm-size=2g -p {grpc_port}:8001 -p {metrics_port}:8002 \\\n"
         f"  -v {repository}:/models -v $PWD:/src:ro -v $PWD/certs:/certs:ro -e GLIMP_EDGE_TOKEN \\\n"
         f"  {PRODUCTION_IMAGE} bash -c 'cp -r /src /tmp/src && pip install --no-cache-dir /tmp/src && \\\n"
-        f"  exec tritonserver --model-repository=/models --model-control-mode=explicit \\\n"
-        f"    --load-model={MODEL_NAME} --allow-http=false {' '.join(KEEPALIVE_FLAGS)} \\\n"
-        f"    --grpc-restricted-protocol=inference:{AUTH_HEADER}=$GLIMP_EDGE_TOKEN \\\n"
-        f"    --grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}=$(head -c 24 /dev/urandom | base64 "
-        f"| tr -dc A-Za-z0-9) \\\n"
-        f"    --grpc-use-ssl=true --grpc-server-cert=/certs/server.crt --grpc-server-key=/certs/server.key'"
+        f"  exec tritonserver {flags}'"
+    )
+
+
+def production_flags() -> TritonFlags:
+    """tritonserver's flags inside the container: token from its environment, TLS from /certs."""
+    return TritonFlags(
+        model_repository="/models", admin_token=_CONTAINER_ADMIN_TOKEN, inference_token=_CONTAINER_TOKEN,
+        tls_cert="/certs/server.crt", tls_key="/certs/server.key",
     )

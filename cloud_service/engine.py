@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cloud_service.context_store import ContextStore, StoreLimits, StoreStats
 from cloud_service.errors import InvalidRequest
+from cloud_service.serving_config import ServingConfig
 from cloud_service.validation import Call, parse_request, validate
 from onnx_lm import (
     CausalLM,
@@ -56,10 +57,10 @@ class RequestCancelled(GlimpError):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Limits of the per-context cache."""
+    """Limits of the per-context cache (defaults: cloud_service.serving_config.ServingConfig)."""
 
-    cache_budget_bytes: int = 2 << 30  # KV + text of every context together
-    idle_ttl_s: float = 900.0  # a context unused this long is dropped
+    cache_budget_bytes: int = ServingConfig.cache_budget_bytes  # KV + text of every context together
+    idle_ttl_s: float = ServingConfig.idle_ttl_s  # a context unused this long is dropped
 
     def __post_init__(self) -> None:
         StoreLimits(self.cache_budget_bytes, self.idle_ttl_s)  # validates both

@@ -28,25 +28,16 @@ from pathlib import Path
 from types import TracebackType
 
 from cloud_service.errors import ServerStartError
-from cloud_service.probe import ProbeError, ProbeTarget, probe_once
-from cloud_service.security import ADMIN_HEADER, TLSFiles, check_token, new_token
+from cloud_service.readiness import ReadinessError, ReadinessTarget, check_ready
+from cloud_service.security import TLSFiles, check_token, new_token
+from cloud_service.server_flags import LocalServerFlags, TritonFlags
+from cloud_service.serving_config import ServingConfig, check_ports
 from onnx_lm.errors import BadInputError
-from protos.contract import AUTH_HEADER, MODEL_NAME
+from protos.contract import MODEL_NAME
 
 log = logging.getLogger(__name__)
 
-# Every gRPC protocol that changes or reveals server state: guarded by a per-launch admin token
-# the edge never gets (with explicit model control an open repository API could unload the model).
-ADMIN_PROTOCOLS = "model-repository,model-config,statistics,trace,logging,shared-memory"
 SHM_DIR = Path("/dev/shm")
-# Edges ping idle connections (CloudLinkConfig.keepalive_time_s, 30 s). Triton's defaults (pings
-# only during calls, at most one per 5 min) answer the third such ping with GOAWAY "too_many_pings"
-# and drop the connection; accept pings down to every 5 s instead.
-KEEPALIVE_FLAGS = (
-    "--grpc-keepalive-permit-without-calls=1",
-    "--grpc-http2-max-pings-without-data=0",
-    "--grpc-http2-min-recv-ping-interval-without-data=5000",
-)
 _LOG_TAIL_LINES = 40
 
 
@@ -55,25 +46,21 @@ class ServerConfig:
     """How to run one tritonserver."""
 
     repository: Path  # a model repository holding `glimp_llm` (see repository.py)
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    host: str = "127.0.0.1"  # address gRPC and metrics listen on ("0.0.0.0" for every interface)
+    grpc_port: int = ServingConfig.grpc_port
+    metrics_port: int = ServingConfig.metrics_port
+    host: str = ServingConfig.host  # address gRPC and metrics listen on ("0.0.0.0" for every interface)
     token: str | None = field(default=None, repr=False)  # shared edge token; None: inference is open
     tls: TLSFiles | None = None  # set: gRPC over TLS
     tls_server_name: str | None = None  # the name in the certificate, when it is not `host`
     shm_prefix: str = field(default_factory=lambda: f"glimp_{secrets.token_hex(6)}_")
     startup_timeout_s: float = 180.0  # from launch to the first successful inference
-    probe_timeout_s: float = 30.0  # deadline of each readiness call
+    ready_check_timeout_s: float = 30.0  # deadline of each readiness call
     stop_timeout_s: float = 20.0  # SIGTERM grace before SIGKILL
     log_file: Path | None = None  # server log; None: a temporary file removed at stop
     python_bin: Path = field(default_factory=lambda: Path(sys.prefix) / "bin")  # env the stub imports from
 
     def __post_init__(self) -> None:
-        for name in ("grpc_port", "metrics_port"):
-            if not 0 < getattr(self, name) < 65536:
-                raise BadInputError(f"{name} must be in 1..65535, got {getattr(self, name)}")
-        if self.grpc_port == self.metrics_port:
-            raise BadInputError(f"gRPC and metrics ports must differ (both {self.grpc_port})")
+        check_ports(self.grpc_port, self.metrics_port)
         if self.token is not None:
             check_token(self.token)
         if not (Path(self.repository) / MODEL_NAME / "config.pbtxt").is_file():
@@ -81,7 +68,7 @@ class ServerConfig:
                                 "cloud_service.repository.build_repository")
         if not (self.python_bin / "python3").exists():
             raise BadInputError(f"{self.python_bin} has no python3: the stub could not import the engine")
-        if min(self.startup_timeout_s, self.probe_timeout_s, self.stop_timeout_s) <= 0:
+        if min(self.startup_timeout_s, self.ready_check_timeout_s, self.stop_timeout_s) <= 0:
             raise BadInputError("timeouts must be positive")
 
     @property
@@ -176,9 +163,9 @@ class TritonServer:
         self.ready_s = time.perf_counter() - started
         return self.ready_s
 
-    def probe(self, timeout_s: float | None = None) -> float:
-        """One real tiny inference now; return its seconds. Raises ProbeError."""
-        return probe_once(self._probe_target(), timeout_s or self.config.probe_timeout_s)
+    def check_ready(self, timeout_s: float | None = None) -> float:
+        """One real tiny inference now; return its seconds. Raises ReadinessError."""
+        return check_ready(self._readiness_target(), timeout_s or self.config.ready_check_timeout_s)
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
@@ -217,25 +204,17 @@ class TritonServer:
 
     def _command(self, backends: Path) -> list[str]:
         cfg = self.config
-        command = [
-            str(pytriton_dir() / "bin" / "tritonserver"),
-            f"--model-repository={Path(cfg.repository).resolve()}",
-            f"--backend-directory={backends}",
-            "--model-control-mode=explicit", f"--load-model={MODEL_NAME}",
-            "--disable-auto-complete-config", "--strict-readiness=true",
-            "--allow-http=false", f"--grpc-address={cfg.host}", f"--grpc-port={cfg.grpc_port}",
-            f"--metrics-address={cfg.host}", f"--metrics-port={cfg.metrics_port}",
-            f"--exit-timeout-secs={max(1, int(cfg.stop_timeout_s) - 2)}",
-            f"--backend-config=python,shm-region-prefix-name={cfg.shm_prefix}",
-            f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_token}",
-            *KEEPALIVE_FLAGS,
-        ]
-        if cfg.token is not None:
-            command.append(f"--grpc-restricted-protocol=inference:{AUTH_HEADER}={cfg.token}")
-        if cfg.tls is not None:
-            command += ["--grpc-use-ssl=true", f"--grpc-server-cert={cfg.tls.cert}",
-                        f"--grpc-server-key={cfg.tls.key}"]
-        return command
+        flags = TritonFlags(
+            model_repository=str(Path(cfg.repository).resolve()), admin_token=self.admin_token,
+            inference_token=cfg.token,
+            tls_cert=str(cfg.tls.cert) if cfg.tls else None, tls_key=str(cfg.tls.key) if cfg.tls else None,
+            local=LocalServerFlags(
+                backend_directory=str(backends), host=cfg.host, grpc_port=cfg.grpc_port,
+                metrics_port=cfg.metrics_port, exit_timeout_s=max(1, int(cfg.stop_timeout_s) - 2),
+                shm_prefix=cfg.shm_prefix,
+            ),
+        )
+        return [str(pytriton_dir() / "bin" / "tritonserver"), *flags.args()]
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -245,9 +224,10 @@ class TritonServer:
         env["PATH"] = os.pathsep.join([str(self.config.python_bin), env.get("PATH", "")])
         return env
 
-    def _probe_target(self) -> ProbeTarget:
+    def _readiness_target(self) -> ReadinessTarget:
         cfg = self.config
-        return ProbeTarget(cfg.grpc_url, cfg.token, cfg.tls.cert if cfg.tls else None, cfg.tls_server_name)
+        tls_root = cfg.tls.cert if cfg.tls else None
+        return ReadinessTarget(cfg.grpc_url, cfg.token, tls_root, cfg.tls_server_name)
 
     def _wait_ready(self, started: float) -> None:
         deadline = started + self.config.startup_timeout_s
@@ -260,13 +240,14 @@ class TritonServer:
                     f"its log ends:\n{self.log_tail()}"
                 )
             try:
-                self.probe(min(self.config.probe_timeout_s, max(0.5, deadline - time.perf_counter())))
+                left_s = max(0.5, deadline - time.perf_counter())
+                self.check_ready(min(self.config.ready_check_timeout_s, left_s))
                 return
-            except ProbeError as exc:
+            except ReadinessError as exc:
                 last_error = str(exc)
                 time.sleep(0.2)
         raise ServerStartError(
-            f"tritonserver was not ready after {self.config.startup_timeout_s:.0f} s (last probe: "
+            f"tritonserver was not ready after {self.config.startup_timeout_s:.0f} s (last readiness check: "
             f"{last_error}); its log ends:\n{self.log_tail()}"
         )
 

@@ -8,7 +8,6 @@ entropy, so `glimp run --policy share --share X` can use another share from the 
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from edge_client.calibrate import calibrate, read_questions
@@ -17,19 +16,20 @@ from edge_client.in_process_llm import check_role
 from edge_client.loop import EdgeRouter
 from edge_client.policies import AlwaysLocal, check_share
 from edge_client.run_command import add_model_flags, add_step_flags, delimiter, step_settings
+from glimp_common.env import env_float, env_int, env_str
 from onnx_lm import SessionConfig
 from onnx_lm.errors import BadInputError
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_model_flags(parser)
-    parser.add_argument("--questions", default=os.environ.get("GLIMP_CALIBRATION_QUESTIONS"),
+    parser.add_argument("--questions", default=env_str("GLIMP_CALIBRATION_QUESTIONS"),
                         help="JSONL file of questions (env GLIMP_CALIBRATION_QUESTIONS)")
-    parser.add_argument("--share", type=float, default=os.environ.get("GLIMP_SHARE", "0.2"),
+    parser.add_argument("--share", type=float, default=env_float("GLIMP_SHARE", 0.2),
                         help="target share of steps for the LLM, in [0, 1] (env GLIMP_SHARE)")
-    parser.add_argument("--limit", type=int, default=os.environ.get("GLIMP_CALIBRATION_LIMIT"),
+    parser.add_argument("--limit", type=int, default=env_int("GLIMP_CALIBRATION_LIMIT"),
                         help="use only the first N questions (env GLIMP_CALIBRATION_LIMIT)")
-    parser.add_argument("--out", default=os.environ.get("GLIMP_CALIBRATION", "calibration.json"),
+    parser.add_argument("--out", default=env_str("GLIMP_CALIBRATION", "calibration.json"),
                         help="where to write the calibration (env GLIMP_CALIBRATION)")
     add_step_flags(parser)
 

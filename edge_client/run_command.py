@@ -20,97 +20,90 @@ from edge_client.in_process_llm import InProcessLLM, check_role
 from edge_client.llm_backend import LLMBackend
 from edge_client.loop import EdgeRouter, check_prompt_fits, prompt_messages
 from edge_client.policies import POLICY_NAMES, make_policy
+from glimp_common.env import env_flag, env_float, env_int, env_str
 from onnx_lm import SessionConfig, TextCodec
 from onnx_lm.errors import BadInputError
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
     """--slm and --providers (shared with `glimp calibrate`)."""
-    parser.add_argument("--slm", default=_env("GLIMP_SLM"), help="exported SLM folder (env GLIMP_SLM)")
-    parser.add_argument("--providers", default=_env("GLIMP_PROVIDERS", "auto"),
+    parser.add_argument("--slm", default=env_str("GLIMP_SLM"), help="exported SLM folder (env GLIMP_SLM)")
+    parser.add_argument("--providers", default=env_str("GLIMP_PROVIDERS", "auto"),
                         help="execution providers: auto, cpu, cuda, tensorrt (env GLIMP_PROVIDERS)")
     parser.add_argument("--no-spin-wait", dest="spin_wait", action="store_false",
-                        default=_env("GLIMP_SPIN_WAIT", "1") != "0",
+                        default=env_flag("GLIMP_SPIN_WAIT", True),
                         help="idle ONNX Runtime threads sleep instead of spinning: faster on a busy CPU "
-                             "(env GLIMP_SPIN_WAIT=0)")
+                             "(env GLIMP_SPIN_WAIT=0 turns spinning off)")
 
 
 def add_step_flags(parser: argparse.ArgumentParser) -> None:
     """Sampling and budget flags (shared with `glimp calibrate`); defaults follow the paper."""
     defaults = StepSettings()
     parser.add_argument("--temperature", type=float,
-                        default=_env("GLIMP_TEMPERATURE", str(defaults.temperature)),
+                        default=env_float("GLIMP_TEMPERATURE", defaults.temperature),
                         help="sampling temperature of steps and answer (env GLIMP_TEMPERATURE)")
-    parser.add_argument("--top-p", type=float, default=_env("GLIMP_TOP_P", str(defaults.top_p)),
+    parser.add_argument("--top-p", type=float, default=env_float("GLIMP_TOP_P", defaults.top_p),
                         help="nucleus sampling mass (env GLIMP_TOP_P)")
     parser.add_argument("--max-step-tokens", type=int,
-                        default=_env("GLIMP_MAX_STEP_TOKENS", str(defaults.max_step_tokens)),
+                        default=env_int("GLIMP_MAX_STEP_TOKENS", defaults.max_step_tokens),
                         help="tokens per step at most (env GLIMP_MAX_STEP_TOKENS)")
-    parser.add_argument("--budget", type=int, default=_env("GLIMP_BUDGET", str(defaults.budget_tokens)),
+    parser.add_argument("--budget", type=int, default=env_int("GLIMP_BUDGET", defaults.budget_tokens),
                         help="thinking ends once the steps hold this many tokens (env GLIMP_BUDGET)")
     parser.add_argument("--answer-max-tokens", type=int,
-                        default=_env("GLIMP_ANSWER_MAX_TOKENS", str(defaults.answer_max_tokens)),
+                        default=env_int("GLIMP_ANSWER_MAX_TOKENS", defaults.answer_max_tokens),
                         help="tokens of the final answer at most (env GLIMP_ANSWER_MAX_TOKENS)")
-    parser.add_argument("--seed", type=int, default=_env("GLIMP_SEED"),
+    parser.add_argument("--seed", type=int, default=env_int("GLIMP_SEED"),
                         help="seed for reproducible sampling (env GLIMP_SEED; default: random)")
-    parser.add_argument("--delimiter", default=_env("GLIMP_DELIMITER"),
+    parser.add_argument("--delimiter", default=env_str("GLIMP_DELIMITER"),
                         help="step delimiter, backslash escapes allowed, e.g. '\\n\\n' "
                              "(env GLIMP_DELIMITER; default: the SLM manifest's)")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("question", nargs="?", default=_env("GLIMP_QUESTION"),
+    parser.add_argument("question", nargs="?", default=env_str("GLIMP_QUESTION"),
                         help="the question to answer (env GLIMP_QUESTION)")
     add_model_flags(parser)
     link = parser.add_argument_group("the large model (one of)")
-    link.add_argument("--llm-url", default=_env("GLIMP_LLM_URL"),
+    link.add_argument("--llm-url", default=env_str("GLIMP_LLM_URL"),
                       help="Triton gRPC address HOST:PORT of the cloud LLM (env GLIMP_LLM_URL)")
-    link.add_argument("--token-file", default=_env("GLIMP_EDGE_TOKEN_FILE"),
+    link.add_argument("--token-file", default=env_str("GLIMP_EDGE_TOKEN_FILE"),
                       help="file holding the edge token (env GLIMP_EDGE_TOKEN_FILE; or the token "
                            "itself in GLIMP_EDGE_TOKEN)")
-    link.add_argument("--tls-ca", default=_env("GLIMP_TLS_CA"),
+    link.add_argument("--tls-ca", default=env_str("GLIMP_TLS_CA"),
                       help="CA certificate (PEM) to verify the server's TLS certificate (env GLIMP_TLS_CA)")
-    link.add_argument("--llm-timeout-s", type=float, default=_env("GLIMP_LLM_TIMEOUT_S", "60"),
+    link.add_argument("--llm-timeout-s", type=float, default=env_float("GLIMP_LLM_TIMEOUT_S", 60.0),
                       help="deadline of every cloud call, seconds (env GLIMP_LLM_TIMEOUT_S)")
-    link.add_argument("--retries", type=int, default=_env("GLIMP_RETRIES", "2"),
+    link.add_argument("--retries", type=int, default=env_int("GLIMP_RETRIES", 2),
                       help="retries of a cloud call after a transport error that is safe to retry, within "
                            "its deadline (env GLIMP_RETRIES)")
-    link.add_argument("--breaker-s", type=float, default=_env("GLIMP_BREAKER_S", "2.0"),
+    link.add_argument("--breaker-s", type=float, default=env_float("GLIMP_BREAKER_S", 2.0),
                       help="after a cloud fault the SLM writes alone this long, then a probe asks the cloud "
                            "again (env GLIMP_BREAKER_S)")
-    link.add_argument("--keepalive-s", type=float, default=_env("GLIMP_KEEPALIVE_S", "30"),
+    link.add_argument("--keepalive-s", type=float, default=env_float("GLIMP_KEEPALIVE_S", 30.0),
                       help="ping an idle connection this often, seconds (env GLIMP_KEEPALIVE_S)")
-    link.add_argument("--gzip", action="store_true", default=_env_flag("GLIMP_GZIP"),
+    link.add_argument("--gzip", action="store_true", default=env_flag("GLIMP_GZIP"),
                       help="compress requests with gzip (env GLIMP_GZIP=1)")
-    link.add_argument("--background-sync", action="store_true", default=_env_flag("GLIMP_BACKGROUND_SYNC"),
+    link.add_argument("--background-sync", action="store_true", default=env_flag("GLIMP_BACKGROUND_SYNC"),
                       help="send the SLM's steps to the cloud while the SLM writes, so cloud steps start "
                            "warm (env GLIMP_BACKGROUND_SYNC=1)")
-    link.add_argument("--llm-local", default=_env("GLIMP_LLM_LOCAL"),
+    link.add_argument("--llm-local", default=env_str("GLIMP_LLM_LOCAL"),
                       help="exported LLM folder run in this process, no network (env GLIMP_LLM_LOCAL)")
     routing = parser.add_argument_group("routing")
-    routing.add_argument("--policy", choices=POLICY_NAMES, default=_env("GLIMP_POLICY", "threshold"),
+    routing.add_argument("--policy", choices=POLICY_NAMES, default=env_str("GLIMP_POLICY", "threshold"),
                          help="who writes each step (env GLIMP_POLICY)")
-    routing.add_argument("--tau", type=float, default=_env("GLIMP_TAU", "0.9"),
+    routing.add_argument("--tau", type=float, default=env_float("GLIMP_TAU", 0.9),
                          help="entropy threshold in nats, threshold and step-average (env GLIMP_TAU)")
-    routing.add_argument("--share", type=float, default=_env("GLIMP_SHARE"),
+    routing.add_argument("--share", type=float, default=env_float("GLIMP_SHARE"),
                          help="share of steps for the LLM, share and random policies (env GLIMP_SHARE)")
-    routing.add_argument("--calibration", default=_env("GLIMP_CALIBRATION"),
+    routing.add_argument("--calibration", default=env_str("GLIMP_CALIBRATION"),
                          help="file written by `glimp calibrate`, share policy (env GLIMP_CALIBRATION)")
-    routing.add_argument("--score-threshold", type=float, default=_env("GLIMP_SCORE_THRESHOLD", "-1.0"),
+    routing.add_argument("--score-threshold", type=float, default=env_float("GLIMP_SCORE_THRESHOLD", -1.0),
                          help="verify policy: rewrite a draft whose mean LLM log-prob per token is "
                               "below this (env GLIMP_SCORE_THRESHOLD)")
-    routing.add_argument("--answer-by", choices=ANSWER_WRITERS, default=_env("GLIMP_ANSWER_BY", "llm"),
+    routing.add_argument("--answer-by", choices=ANSWER_WRITERS, default=env_str("GLIMP_ANSWER_BY", "llm"),
                          help="who writes the final answer (env GLIMP_ANSWER_BY)")
     add_step_flags(parser)
-    parser.add_argument("--json", dest="json_path", default=_env("GLIMP_TRACE_JSON"),
+    parser.add_argument("--json", dest="json_path", default=env_str("GLIMP_TRACE_JSON"),
                         help="write the per-step trace as JSON to this file (env GLIMP_TRACE_JSON)")
 
 

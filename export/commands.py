@@ -7,20 +7,15 @@ Every flag has an environment twin (GLIMP_EXPORT_*).
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from glimp_common.env import env_flag, env_str
 from onnx_lm.manifest import ROLES
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    env = os.environ.get
     parser.add_argument(
         "checkpoint_dir", type=Path, help="local Hugging Face model folder (config.json, weights)"
     )
@@ -28,49 +23,49 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fp16",
         action="store_true",
-        default=_env_flag("GLIMP_EXPORT_FP16"),
+        default=env_flag("GLIMP_EXPORT_FP16"),
         help="float16 weights and KV cache, for GPUs (env GLIMP_EXPORT_FP16)",
     )
     parser.add_argument(
         "--int8",
         action="store_true",
-        default=_env_flag("GLIMP_EXPORT_INT8"),
+        default=env_flag("GLIMP_EXPORT_INT8"),
         help="dynamic int8 weights, for CPU devices; its accuracy cost is reported (env GLIMP_EXPORT_INT8)",
     )
     parser.add_argument(
         "--force",
         action="store_true",
-        default=_env_flag("GLIMP_EXPORT_FORCE"),
+        default=env_flag("GLIMP_EXPORT_FORCE"),
         help="replace an existing OUT_DIR (env GLIMP_EXPORT_FORCE)",
     )
     parser.add_argument(
         "--step-delimiter",
-        default=env("GLIMP_EXPORT_STEP_DELIMITER"),
+        default=env_str("GLIMP_EXPORT_STEP_DELIMITER"),
         help="text between reasoning steps; default a blank line, as in the paper; "
         "escapes such as \\n are decoded (env GLIMP_EXPORT_STEP_DELIMITER)",
     )
     parser.add_argument(
         "--think-end",
-        default=env("GLIMP_EXPORT_THINK_END"),
+        default=env_str("GLIMP_EXPORT_THINK_END"),
         help="end-of-thinking marker; default </think> when the tokenizer has it "
         "(env GLIMP_EXPORT_THINK_END)",
     )
     parser.add_argument(
         "--prompt-template",
-        default=env("GLIMP_EXPORT_PROMPT_TEMPLATE"),
+        default=env_str("GLIMP_EXPORT_PROMPT_TEMPLATE"),
         help="plain prompt with a {question} placeholder, used instead of the chat "
         "template (env GLIMP_EXPORT_PROMPT_TEMPLATE)",
     )
     parser.add_argument(
         "--role",
         choices=ROLES,
-        default=env("GLIMP_EXPORT_ROLE", "any"),
+        default=env_str("GLIMP_EXPORT_ROLE", "any"),
         help="which side the model is meant for (env GLIMP_EXPORT_ROLE)",
     )
     parser.add_argument(
         "--no-parity",
         action="store_true",
-        default=_env_flag("GLIMP_EXPORT_NO_PARITY"),
+        default=env_flag("GLIMP_EXPORT_NO_PARITY"),
         help="skip the parity check against transformers (env GLIMP_EXPORT_NO_PARITY)",
     )
 

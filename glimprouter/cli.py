@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
-import os
 import sys
 from collections.abc import Sequence
+
+from glimp_common.env import env_str
 
 # command name -> (module, one-line help). Ordered as a user meets them.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,11 +30,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+LOG_LEVEL_ENV = "GLIMP_LOG_LEVEL"
+
+
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="glimp", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument(
-        "--log-level", default=os.environ.get("GLIMP_LOG_LEVEL", "WARNING"),
-        help="logging level (env GLIMP_LOG_LEVEL)",
+        "--log-level", default=env_str(LOG_LEVEL_ENV, "WARNING"),
+        help=f"logging level, also accepted after the command (env {LOG_LEVEL_ENV}; default %(default)s)",
     )
     commands = "\n".join(f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items())
     parser.epilog = f"commands:\n{commands}"
@@ -42,16 +48,57 @@ def _top_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def package_version() -> str:
+    """The installed glimprouter distribution's version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version("glimprouter")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def command_parser(command: str, log_level: str) -> argparse.ArgumentParser:
+    """The parser of `glimp <command>`: its module's flags, every default shown, and --log-level."""
+    module_name, help_ = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"glimp {command}", description=help_,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    module.configure_parser(parser)
+    _add_log_level(parser, log_level)
+    return parser
+
+
+def _add_log_level(parser: argparse.ArgumentParser, default: str) -> None:
+    help_ = f"logging level (env {LOG_LEVEL_ENV})"
+    parser.add_argument("--log-level", default=default, help=help_)
+    for sub in _subcommand_parsers(parser):
+        # SUPPRESS: a subcommand's default would overwrite the value given before it.
+        sub.add_argument("--log-level", default=argparse.SUPPRESS, help=help_)
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    # A command with its own subcommands (`glimp toy make-data ...`) takes --log-level after them too.
+    found: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                sub.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+                found.append(sub)
+                found.extend(_subcommand_parsers(sub))
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     top = _top_parser().parse_args(argv)
-    logging.basicConfig(level=top.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    module_name, help_ = COMMANDS[top.command]
-    module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"glimp {top.command}", description=help_)
-    module.configure_parser(parser)
-    args = parser.parse_args(top.rest)
     from onnx_lm.errors import GlimpError
 
+    try:
+        parser = command_parser(top.command, top.log_level)
+        args = parser.parse_args(top.rest)
+    except GlimpError as exc:  # a bad environment twin, found while the defaults are read
+        print(f"glimp {top.command}: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    module = importlib.import_module(COMMANDS[top.command][0])
     try:
         return int(module.run(args))
     except GlimpError as exc:

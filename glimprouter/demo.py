@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from glimp_common.env import env_float, env_str
 from onnx_lm.errors import BadInputError
 
 DEFAULT_PAIR = Path("models/toy-pair")
@@ -25,7 +25,7 @@ DEFAULT_QUESTION = "10-4*5-20+77"
 
 
 def _env(name: str, default: str) -> str:
-    return os.environ.get(f"GLIMP_DEMO_{name}", default)
+    return env_str(f"GLIMP_DEMO_{name}", default)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -36,14 +36,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair", type=Path, default=Path(_env("PAIR", str(DEFAULT_PAIR))),
                         help="folder holding slm/ and llm/ (env GLIMP_DEMO_PAIR)")
     parser.add_argument(
-        "--tau", type=float, default=float(_env("TAU", "0.4")),
+        "--tau", type=float, default=env_float("GLIMP_DEMO_TAU", 0.4),
         help="entropy threshold in nats: steps at or above it go to the cloud (env GLIMP_DEMO_TAU)",
     )
-    parser.add_argument("--rtt-ms", type=float, default=float(_env("RTT_MS", "40")),
+    parser.add_argument("--rtt-ms", type=float, default=env_float("GLIMP_DEMO_RTT_MS", 40.0),
                         help="emulated round trip to the cloud (env GLIMP_DEMO_RTT_MS)")
-    parser.add_argument("--bandwidth-mbit", type=float, default=float(_env("BANDWIDTH_MBIT", "20")),
+    parser.add_argument("--bandwidth-mbit", type=float, default=env_float("GLIMP_DEMO_BANDWIDTH_MBIT", 20.0),
                         help="emulated bandwidth each way; 0: unlimited (env GLIMP_DEMO_BANDWIDTH_MBIT)")
-    parser.add_argument("--json", dest="json_path", default=os.environ.get("GLIMP_DEMO_JSON"),
+    parser.add_argument("--json", dest="json_path", default=env_str("GLIMP_DEMO_JSON"),
                         help="also write the per-step trace as JSON here (env GLIMP_DEMO_JSON)")
 
 

@@ -1,22 +1,6 @@
-"""The project's one exception root and the errors every layer shares.
+"""Moved to `glimp_common.errors` (the bottom package every role imports); re-exported here."""
 
-Each subclass carries a message that says what was wrong and what to do about it.
-"""
+from glimp_common.errors import *  # noqa: F403
+from glimp_common.errors import BadInputError, GlimpError, ModelContractError, ProviderError
 
-from __future__ import annotations
-
-
-class GlimpError(Exception):
-    """Root of every error this project raises on purpose."""
-
-
-class BadInputError(GlimpError, ValueError):
-    """An argument or a file given by the user is not acceptable."""
-
-
-class ModelContractError(GlimpError):
-    """A model folder does not fit what the runtime needs (files, ONNX inputs/outputs, manifest)."""
-
-
-class ProviderError(GlimpError):
-    """No requested ONNX Runtime execution provider could run the model."""
+__all__ = ["BadInputError", "GlimpError", "ModelContractError", "ProviderError"]

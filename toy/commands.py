@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from glimp_common.env import env_flag, env_str
 from onnx_lm.errors import BadInputError
 
 if TYPE_CHECKING:
@@ -27,8 +27,7 @@ DEFAULT_LR = {"slm": 3e-3, "llm": 2e-3}
 
 
 def _env(name: str, default: object) -> str | None:
-    value = os.environ.get(f"GLIMP_TOY_{name}")
-    return value if value is not None else (None if default is None else str(default))
+    return env_str(f"GLIMP_TOY_{name}", None if default is None else str(default))
 
 
 def _int(text: str) -> int:
@@ -84,7 +83,7 @@ def _add_run_flags(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--no-progress",
         action="store_true",
-        default=_env("NO_PROGRESS", "") == "1",
+        default=env_flag("GLIMP_TOY_NO_PROGRESS"),
         help="(env GLIMP_TOY_NO_PROGRESS=1)",
     )
 

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from glimp_common.env import env_flag, env_path, env_str
+
 if TYPE_CHECKING:
     from export.shapes import ModelShape
 
@@ -291,19 +293,19 @@ class EnvFlags:
         """`flag` of type `kind`; its variable, else `default`, gives the default."""
         var = self._var(flag)
         self._parser.add_argument(
-            flag, type=kind, default=kind(os.environ.get(var, default)), help=_help(text, f"env {var}")
+            flag, type=kind, default=kind(env_str(var, default)), help=_help(text, f"env {var}")
         )
 
     def optional_path(self, flag: str, text: str) -> None:
         """A folder flag that defaults to None unless its variable names one."""
         var = self._var(flag)
-        default = os.environ.get(var, "") or None
+        default = env_path(var)
         self._parser.add_argument(flag, type=Path, default=default, help=_help(text, f"env {var}"))
 
     def switch(self, flag: str, text: str) -> None:
-        """An on/off flag; its variable set to 1 turns it on."""
+        """An on/off flag; its variable set to 1/true/yes/on turns it on (glimp_common.env.env_flag)."""
         var = self._var(flag)
-        on = os.environ.get(var, "0") == "1"
+        on = env_flag(var)
         self._parser.add_argument(flag, action="store_true", default=on, help=_help(text, f"env {var}=1"))
 
     def _var(self, flag: str) -> str:

@@ -17,13 +17,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from glimp_common.env import env_flag, env_float, env_int, env_str
 from onnx_lm.errors import BadInputError
 
 TOY = Path("models/toy-pair")
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
 
 
 def _floats(text: str, what: str, *, allow_empty: bool = False) -> tuple[float, ...]:
@@ -38,72 +35,74 @@ def _floats(text: str, what: str, *, allow_empty: bool = False) -> tuple[float, 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("problems and models")
-    data.add_argument("--problems", default=_env("GLIMP_BENCH_PROBLEMS", str(TOY / "data/test.jsonl")),
+    data.add_argument("--problems", default=env_str("GLIMP_BENCH_PROBLEMS", str(TOY / "data/test.jsonl")),
                       help="JSONL of {id, question, answer} (env GLIMP_BENCH_PROBLEMS)")
-    data.add_argument("--dev-problems", default=_env("GLIMP_BENCH_DEV_PROBLEMS", str(TOY / "data/dev.jsonl")),
+    data.add_argument("--dev-problems",
+                      default=env_str("GLIMP_BENCH_DEV_PROBLEMS", str(TOY / "data/dev.jsonl")),
                       help="JSONL the share calibrations use, never the test problems "
                            "(env GLIMP_BENCH_DEV_PROBLEMS)")
-    data.add_argument("--dev-limit", type=int, default=_env("GLIMP_BENCH_DEV_LIMIT", "400"),
+    data.add_argument("--dev-limit", type=int, default=env_int("GLIMP_BENCH_DEV_LIMIT", 400),
                       help="dev problems to calibrate on (env GLIMP_BENCH_DEV_LIMIT)")
-    data.add_argument("--limit", type=int, default=_env("GLIMP_BENCH_LIMIT"),
+    data.add_argument("--limit", type=int, default=env_int("GLIMP_BENCH_LIMIT"),
                       help="only the first N problems (env GLIMP_BENCH_LIMIT)")
-    data.add_argument("--slm", default=_env("GLIMP_SLM", str(TOY / "slm")), help="SLM folder (env GLIMP_SLM)")
-    data.add_argument("--llm", default=_env("GLIMP_LLM", str(TOY / "llm")),
+    data.add_argument("--slm", default=env_str("GLIMP_SLM", str(TOY / "slm")),
+                      help="SLM folder (env GLIMP_SLM)")
+    data.add_argument("--llm", default=env_str("GLIMP_LLM", str(TOY / "llm")),
                       help="LLM folder, served by a local Triton (env GLIMP_LLM)")
-    data.add_argument("--checker", default=_env("GLIMP_BENCH_CHECKER", "exact-int"),
+    data.add_argument("--checker", default=env_str("GLIMP_BENCH_CHECKER", "exact-int"),
                       help="answer checker: exact-int, exact-text or package.module:factory "
                            "(env GLIMP_BENCH_CHECKER)")
     systems = parser.add_argument_group("systems")
-    systems.add_argument("--systems", default=_env("GLIMP_BENCH_SYSTEMS", "all"),
+    systems.add_argument("--systems", default=env_str("GLIMP_BENCH_SYSTEMS", "all"),
                          help="comma-separated: all, slm, llm-one-call, llm-steps, glimp-tau, glimp-share, "
                               "random, step-average, verify, resend (env GLIMP_BENCH_SYSTEMS)")
-    systems.add_argument("--taus", default=_env("GLIMP_BENCH_TAUS", "0.1,0.3,0.6,1.0"),
+    systems.add_argument("--taus", default=env_str("GLIMP_BENCH_TAUS", "0.1,0.3,0.6,1.0"),
                          help="GlimpRouter thresholds in nats (env GLIMP_BENCH_TAUS)")
-    systems.add_argument("--shares", default=_env("GLIMP_BENCH_SHARES", "0.1,0.2,0.3"),
+    systems.add_argument("--shares", default=env_str("GLIMP_BENCH_SHARES", "0.1,0.2,0.3"),
                          help="GlimpRouter target cloud shares; random and step-average match them "
                               "(env GLIMP_BENCH_SHARES)")
-    systems.add_argument("--verify-shares", default=_env("GLIMP_BENCH_VERIFY_SHARES"),
+    systems.add_argument("--verify-shares", default=env_str("GLIMP_BENCH_VERIFY_SHARES"),
                          help="the shares (of --shares) verify is matched at; it makes one LLM call per "
                               "step, so it is the slowest (env GLIMP_BENCH_VERIFY_SHARES; default: all)")
-    systems.add_argument("--verify-thresholds", default=_env("GLIMP_BENCH_VERIFY_THRESHOLDS", ""),
+    systems.add_argument("--verify-thresholds", default=env_str("GLIMP_BENCH_VERIFY_THRESHOLDS", ""),
                          help="generate-then-verify rows with fixed thresholds, on top of those matched to "
                               "each share: rewrite a draft whose mean LLM log-prob per token is below it "
                               "(env GLIMP_BENCH_VERIFY_THRESHOLDS; default none)")
     link = parser.add_argument_group("the emulated link")
-    link.add_argument("--rtt-ms", type=float, default=_env("GLIMP_BENCH_RTT_MS", "40"),
+    link.add_argument("--rtt-ms", type=float, default=env_float("GLIMP_BENCH_RTT_MS", 40.0),
                       help="round-trip delay added by the emulator (env GLIMP_BENCH_RTT_MS)")
-    link.add_argument("--bandwidth-mbit", type=float, default=_env("GLIMP_BENCH_BANDWIDTH_MBIT", "20"),
+    link.add_argument("--bandwidth-mbit", type=float, default=env_float("GLIMP_BENCH_BANDWIDTH_MBIT", 20.0),
                       help="each direction, 0: unlimited (env GLIMP_BENCH_BANDWIDTH_MBIT)")
     link.add_argument("--background-sync", action="store_true",
-                      default=_env("GLIMP_BENCH_BACKGROUND_SYNC", "") not in ("", "0", "false"),
+                      default=env_flag("GLIMP_BENCH_BACKGROUND_SYNC"),
                       help="the link pushes SLM-written steps to the cloud while the SLM works "
                            "(env GLIMP_BENCH_BACKGROUND_SYNC=1)")
     link.add_argument("--loopback", action="store_true",
-                      default=_env("GLIMP_BENCH_LOOPBACK", "") not in ("", "0", "false"),
+                      default=env_flag("GLIMP_BENCH_LOOPBACK"),
                       help="no emulator: dial the server directly (env GLIMP_BENCH_LOOPBACK=1)")
     gen = parser.add_argument_group("generation")
-    gen.add_argument("--seed", type=int, default=_env("GLIMP_SEED", "0"),
+    gen.add_argument("--seed", type=int, default=env_int("GLIMP_SEED", 0),
                      help="seed of every system (env GLIMP_SEED)")
-    gen.add_argument("--temperature", type=float, default=_env("GLIMP_TEMPERATURE", "0"),
+    gen.add_argument("--temperature", type=float, default=env_float("GLIMP_TEMPERATURE", 0.0),
                      help="0: greedy, as the toy pair was measured (the paper samples at 0.6) "
                           "(env GLIMP_TEMPERATURE)")
-    gen.add_argument("--top-p", type=float, default=_env("GLIMP_TOP_P", "1.0"), help="(env GLIMP_TOP_P)")
-    gen.add_argument("--max-step-tokens", type=int, default=_env("GLIMP_MAX_STEP_TOKENS", "512"),
+    gen.add_argument("--top-p", type=float, default=env_float("GLIMP_TOP_P", 1.0), help="(env GLIMP_TOP_P)")
+    gen.add_argument("--max-step-tokens", type=int, default=env_int("GLIMP_MAX_STEP_TOKENS", 512),
                      help="(env GLIMP_MAX_STEP_TOKENS)")
-    gen.add_argument("--budget", type=int, default=_env("GLIMP_BUDGET", "8192"),
+    gen.add_argument("--budget", type=int, default=env_int("GLIMP_BUDGET", 8192),
                      help="thinking token budget (env GLIMP_BUDGET)")
-    gen.add_argument("--answer-max-tokens", type=int, default=_env("GLIMP_ANSWER_MAX_TOKENS", "2048"),
+    gen.add_argument("--answer-max-tokens", type=int, default=env_int("GLIMP_ANSWER_MAX_TOKENS", 2048),
                      help="(env GLIMP_ANSWER_MAX_TOKENS)")
     run_group = parser.add_argument_group("running")
-    run_group.add_argument("--providers", default=_env("GLIMP_PROVIDERS", "auto"),
+    run_group.add_argument("--providers", default=env_str("GLIMP_PROVIDERS", "auto"),
                            help="execution providers of both models (env GLIMP_PROVIDERS)")
-    run_group.add_argument("--threads", type=int, default=_env("GLIMP_BENCH_THREADS", "1"),
+    run_group.add_argument("--threads", type=int, default=env_int("GLIMP_BENCH_THREADS", 1),
                            help="intra-op threads of each model, 0: ONNX Runtime's default "
                                 "(env GLIMP_BENCH_THREADS)")
-    run_group.add_argument("--out", default=_env("GLIMP_BENCH_OUT", "bench/results/latest"),
+    run_group.add_argument("--out", default=env_str("GLIMP_BENCH_OUT", "bench/results/latest"),
                            help="output folder (env GLIMP_BENCH_OUT)")
     run_group.add_argument("--no-progress", action="store_true",
-                           default=_env("GLIMP_BENCH_NO_PROGRESS", "") not in ("", "0", "false"),
+                           default=env_flag("GLIMP_BENCH_NO_PROGRESS"),
                            help="no progress bar (env GLIMP_BENCH_NO_PROGRESS=1)")
 
 

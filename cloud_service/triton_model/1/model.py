@@ -25,6 +25,7 @@ import triton_python_backend_utils as pb_utils
 from cloud_service.engine import Engine, EngineConfig, RequestCancelled
 from cloud_service.errors import InvalidRequest
 from cloud_service.metrics import EngineMetrics
+from cloud_service.serving_config import ServingConfig
 from onnx_lm import SessionConfig
 from protos.contract import REPLY_TENSOR, REQUEST_TENSOR
 
@@ -38,19 +39,16 @@ class TritonPythonModel:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        model_dir = Path(params.get("MODEL_DIR", "llm"))
+        serving = ServingConfig.from_parameters(params)  # missing parameters take its defaults
+        model_dir = Path(serving.model_dir)
         if not model_dir.is_absolute():
             model_dir = Path(args["model_repository"]) / model_dir
-        names = tuple(p.strip() for p in params.get("PROVIDERS", "auto").split(",") if p.strip())
         session = SessionConfig(
-            providers="auto" if names in ((), ("auto",)) else names,
-            intra_op_threads=int(params.get("INTRA_OP_THREADS", "0")),
+            providers=serving.provider_names or "auto",
+            intra_op_threads=serving.intra_op_threads,
             device_id=int(args.get("model_instance_device_id") or 0),
         )
-        engine_config = EngineConfig(
-            cache_budget_bytes=int(params.get("CACHE_BUDGET_BYTES", EngineConfig.cache_budget_bytes)),
-            idle_ttl_s=float(params.get("IDLE_TTL_S", EngineConfig.idle_ttl_s)),
-        )
+        engine_config = EngineConfig(serving.cache_budget_bytes, serving.idle_ttl_s)
         self.engine = Engine.load(model_dir, engine_config, session)
         self.metrics = EngineMetrics(pb_utils, args["model_name"])
         log.info("glimp_llm serving %s on %s, cache budget %d bytes, idle TTL %.0f s",

@@ -21,7 +21,7 @@ from protos.contract import MODEL_NAME, PROTOCOL_VERSION, REPLY_TENSOR, REQUEST_
 
 
 @dataclass(frozen=True)
-class ProbeTarget:
+class ReadinessTarget:
     """Where and how to reach the server."""
 
     url: str  # host:port of the gRPC endpoint
@@ -30,12 +30,12 @@ class ProbeTarget:
     tls_server_name: str | None = None  # name the certificate was issued for, if not the url's host
 
 
-class ProbeError(Exception):
-    """The probe call failed (the server is not ready, or the reply made no sense)."""
+class ReadinessError(Exception):
+    """The readiness call failed (the server is not ready, or the reply made no sense)."""
 
 
-def probe_once(target: ProbeTarget, timeout_s: float) -> float:
-    """Run create + 1-token write + close; return the seconds it took. Raises ProbeError."""
+def check_ready(target: ReadinessTarget, timeout_s: float) -> float:
+    """Run create + 1-token write + close; return the seconds it took. Raises ReadinessError."""
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
@@ -51,14 +51,14 @@ def probe_once(target: ProbeTarget, timeout_s: float) -> float:
         with _client(grpcclient, target) as client:
             reply = _call(grpcclient, client, write, target, timeout_s)
             if reply.WhichOneof("outcome") != "result" or reply.result.timings.decode_tokens != 1:
-                raise ProbeError(f"the probe write got an unexpected reply: {reply}")
+                raise ReadinessError(f"the readiness write got an unexpected reply: {reply}")
             _call(grpcclient, client, close, target, timeout_s)
     except InferenceServerException as exc:
-        raise ProbeError(str(exc)) from exc
+        raise ReadinessError(str(exc)) from exc
     return time.perf_counter() - started
 
 
-def _client(grpcclient, target: ProbeTarget):  # type: ignore[no-untyped-def]
+def _client(grpcclient, target: ReadinessTarget):  # type: ignore[no-untyped-def]
     channel_args = None
     if target.tls_server_name:
         channel_args = [("grpc.ssl_target_name_override", target.tls_server_name)]
@@ -69,7 +69,7 @@ def _client(grpcclient, target: ProbeTarget):  # type: ignore[no-untyped-def]
     )
 
 
-def _call(grpcclient, client, request: pb.StepRequest, target: ProbeTarget,  # type: ignore[no-untyped-def]
+def _call(grpcclient, client, request: pb.StepRequest, target: ReadinessTarget,  # type: ignore[no-untyped-def]
           timeout_s: float) -> pb.StepReply:
     tensor = grpcclient.InferInput(REQUEST_TENSOR, [1], "BYTES")
     tensor.set_data_from_numpy(np.array([request.SerializeToString()], dtype=np.object_))
