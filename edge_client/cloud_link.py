@@ -142,6 +142,7 @@ class TritonLLM:
     """`LLMBackend` for the LLM on Triton. Contexts are scoped to `client_key` (random per instance)."""
 
     name = "triton"
+    provider = "triton"
 
     def __init__(self, config: CloudLinkConfig, *, client_key: bytes | None = None,
                  link: TritonLink | None = None) -> None:
@@ -232,6 +233,9 @@ class TritonConversation:
         result = exchanges[-1].reply.result
         self._advance(request, result, created=resend or resync is not None)
         return _reply(result, exchanges, resync)
+
+    def push(self, transcript: str) -> None:
+        """Nothing to push: the delta goes with the next call."""
 
     def close(self) -> None:
         """Free the server's copy (best effort: a failure here only leaves it to the idle TTL)."""

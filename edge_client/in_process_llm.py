@@ -82,6 +82,9 @@ class InProcessConversation:
         )
         return LLMReply(reply.text, reply.stop_reason, reply.stop_string, cost, reply.mean_logprob)
 
+    def push(self, transcript: str) -> None:
+        """Nothing to push: the in-process LLM syncs at its next call."""
+
     def close(self) -> None:
         self.ctx.reset()
 

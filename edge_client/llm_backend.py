@@ -78,6 +78,9 @@ class LLMConversation(Protocol):
 
     def call(self, request: LLMRequest) -> LLMReply: ...
 
+    def push(self, transcript: str) -> None:
+        """Hand over the transcript for background sync; a no-op where a backend has nothing to push."""
+
     def close(self) -> None: ...
 
 
@@ -85,5 +88,10 @@ class LLMBackend(Protocol):
     """Opens conversations with the large model."""
 
     name: str  # "triton" | "in-process"
+
+    @property
+    def provider(self) -> str:
+        """Where the model runs, for the trace ("triton", "CPUExecutionProvider", ...)."""
+        ...
 
     def open(self, messages: Sequence[ChatMessage]) -> LLMConversation: ...
