@@ -159,7 +159,7 @@ def _threshold(tau: float) -> Callable[[], RoutingPolicy]:
 
 
 def _target_share(share: float, calibration: Calibration) -> Callable[[], RoutingPolicy]:
-    policy = TargetShare(share, calibration)
+    policy = TargetShare.from_calibration(calibration, share)
     return lambda: policy
 
 

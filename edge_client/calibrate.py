@@ -3,7 +3,7 @@
 Users think in budgets ("a fifth of the steps to the cloud"), not nats. `calibrate` runs the SLM
 alone over a set of questions, collects the first-token entropy of every step, and picks tau so
 that the requested share of those steps has H >= tau. The file keeps every entropy seen, so
-`TargetShare` can derive tau for any other share from the same file.
+`TargetShare.from_calibration` can derive tau for any other share from the same file.
 """
 
 from __future__ import annotations
