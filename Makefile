@@ -25,4 +25,4 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy onnx_lm protos netem edge_client cloud_service export bench glimprouter
+	$(BIN)/mypy glimp_common onnx_lm protos netem edge_client cloud_service export toy bench glimprouter

@@ -23,7 +23,7 @@ from cloud_service.security import TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_tok
 from cloud_service.server_flags import TritonFlags
 from cloud_service.serving_config import ServingConfig
 from glimp_common.env import env_flag, env_float, env_int, env_path, env_str
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from protos.contract import GRPC_AUTH_METADATA_KEY, MODEL_NAME
 
 PRODUCTION_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-py3"  # CUDA 13, as onnxruntime-gpu 1.31 needs

@@ -24,6 +24,7 @@ from cloud_service.context_store import ContextStore, StoreLimits, StoreStats
 from cloud_service.errors import InvalidRequest
 from cloud_service.serving_config import ServingConfig
 from cloud_service.validation import Call, parse_request, validate
+from glimp_common.errors import GlimpError
 from onnx_lm import (
     CausalLM,
     ChatMessage,
@@ -34,7 +35,6 @@ from onnx_lm import (
     decode_until,
     make_rng,
 )
-from onnx_lm.errors import GlimpError
 from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import TranscriptDigest, TranscriptView
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onnx_lm.errors import BadInputError, GlimpError
+from glimp_common.errors import BadInputError, GlimpError
 
 
 class InvalidRequest(BadInputError):

@@ -32,7 +32,7 @@ from cloud_service.readiness import ReadinessError, ReadinessTarget, check_ready
 from cloud_service.security import TLSFiles, check_token, new_token
 from cloud_service.server_flags import LocalServerFlags, TritonFlags
 from cloud_service.serving_config import ServingConfig, check_ports
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from protos.contract import MODEL_NAME
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloud_service.serving_config import ServingConfig
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from onnx_lm.manifest import Manifest
 from protos.contract import MODEL_NAME
 

@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from protos.contract import GRPC_AUTH_METADATA_KEY
 
 TOKEN_ENV = "GLIMP_EDGE_TOKEN"

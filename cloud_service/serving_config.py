@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from onnx_lm.providers import resolve_name
 from protos.contract import MODEL_NAME, REPLY_TENSOR, REQUEST_TENSOR
 

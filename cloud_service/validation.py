@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from cloud_service.errors import InvalidRequest
+from glimp_common.errors import BadInputError
 from onnx_lm import GREEDY, ChatMessage, SamplingParams
-from onnx_lm.errors import BadInputError
 from protos import contract
 from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import TranscriptView

@@ -3,7 +3,7 @@
 Users think in budgets ("a fifth of the steps to the cloud"), not nats. `calibrate` runs the SLM
 alone over a set of questions, collects the first-token entropy of every step, and picks tau so
 that the requested share of those steps has H >= tau. The file keeps every entropy seen, so
-`TargetShare` can derive tau for any other share from the same file.
+`TargetShare.from_calibration` can derive tau for any other share from the same file.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_client.loop import EdgeRouter
 from edge_client.policies import AlwaysLocal, check_share
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 log = logging.getLogger(__name__)
 

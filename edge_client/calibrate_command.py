@@ -17,8 +17,8 @@ from edge_client.loop import EdgeRouter
 from edge_client.policies import AlwaysLocal, check_share
 from edge_client.run_command import add_model_flags, add_step_flags, delimiter, step_settings
 from glimp_common.env import env_float, env_int, env_str
+from glimp_common.errors import BadInputError
 from onnx_lm import SessionConfig
-from onnx_lm.errors import BadInputError
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass, field
 
 from edge_client.policies import EntropyThreshold, RoutingPolicy
+from glimp_common.errors import BadInputError
 from onnx_lm import SamplingParams
-from onnx_lm.errors import BadInputError
 
 ANSWER_WRITERS = ("llm", "slm", "none")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest, empty_score_reply
+from glimp_common.errors import BadInputError
 from onnx_lm import CausalLM, ChatMessage, LMContext, SessionConfig, StopCriteria, decode_until, make_rng
-from onnx_lm.errors import BadInputError
 from onnx_lm.manifest import Manifest
 
 # Decoding streams of the in-process LLM; the loop's SLM uses stream 0 of the same seed.

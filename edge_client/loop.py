@@ -12,62 +12,47 @@ The side that did not write a step ingests it at its next sync. Thinking ends at
 end-of-thinking marker, EOS, a step equal to the previous one, the token budget, or a full SLM
 context; then the LLM (or the SLM) writes the final answer.
 
-A conversation that offers `push(transcript)` (background context sync) is handed the transcript
-at the start of each step that follows an SLM-written one, so the cloud absorbs the SLM's text
-while the SLM keeps working.
+The conversation is handed the transcript (`push`, a no-op unless the backend syncs in the
+background) at the start of each step that follows an SLM-written one, so the cloud absorbs the
+SLM's text while the SLM keeps working.
 
 A cloud call that fails with `CloudUnavailableError` is not fatal: the SLM writes that step (or
 the answer) and the trace marks it "degraded". `NotAuthorizedError` and other cloud errors are
 not hidden: they propagate.
+
+This module holds the phases; each route's writer is in `edge_client.writers`, the answer in
+`edge_client.answer`, the state they share in `edge_client.question`.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from edge_client.answer import AnswerWriter
+from edge_client.cloud_session import CloudSession
 from edge_client.config import RouterConfig
-from edge_client.errors import CloudUnavailableError
 from edge_client.in_process_llm import check_role
-from edge_client.llm_backend import CallCost, LLMAction, LLMBackend, LLMConversation, LLMReply, LLMRequest
-from edge_client.policies import Decision, Draft, Probe, Route, Scorer, Verdict
-from edge_client.trace import (
-    AnswerFinished,
-    AnswerRecord,
-    AnswerStarted,
-    Event,
-    EventCallback,
-    RunResult,
-    StepFinished,
-    StepRecord,
-    StepStarted,
-    TextWritten,
-    Timing,
-    Totals,
-    cost_parts,
-)
+from edge_client.llm_backend import LLMBackend
+from edge_client.policies import Probe, Route
+from edge_client.question import QuestionState
+from edge_client.step import StepStart, step_record
+from edge_client.trace import EventCallback, RunResult, StepFinished, StepRecord, Totals
+from edge_client.writers import CloudWriter, DraftWriter, EdgeWriter, StepWriter
+from glimp_common.errors import BadInputError
 from onnx_lm import (
     CausalLM,
     ChatMessage,
-    Generation,
     LMContext,
     SessionConfig,
-    StopCriteria,
-    StopReason,
     TextCodec,
-    decode_until,
     entropy_nats,
     make_rng,
     sample_token,
 )
-from onnx_lm.errors import BadInputError
-
-log = logging.getLogger(__name__)
 
 _SLM_STREAM = 0  # random stream of the SLM's sampling under a seed (the in-process LLM uses 1)
 
@@ -147,45 +132,8 @@ def _check_llm_given(llm: LLMBackend | None, config: RouterConfig) -> None:
         )
 
 
-@dataclass
-class _StepBuilder:
-    """What a step has cost so far, while it is being written."""
-
-    index: int
-    entropy_nats: float
-    decision: Decision
-    slm_prefill_tokens: int
-    started: float  # perf_counter at the start of the step
-    edge_s: float = 0.0
-    writer: str = "edge"
-    verdict: str = ""
-    text: str = ""
-    stop: str = "delimiter"
-    slm_tokens: int = 0
-    llm_tokens: int = 0
-    wasted_tokens: int = 0
-    llm_prefill_tokens: int = 0
-    costs: list[CallCost] = field(default_factory=list)
-    error: str = ""
-    signal: float | None = None
-    signal_name: str = ""
-
-    def finish(self) -> StepRecord:
-        timing, traffic = cost_parts(self.costs)
-        timing = Timing(self.edge_s, timing.network_s, timing.cloud_queue_s, timing.cloud_compute_s,
-                        time.perf_counter() - self.started)
-        decision = f"draft:{self.verdict}" if self.verdict else self.decision.route.value
-        signal = self.signal if self.verdict else self.decision.signal
-        signal_name = self.signal_name if self.verdict else self.decision.signal_name
-        return StepRecord(
-            self.index, self.writer, self.entropy_nats, decision, signal_name, signal, self.text, self.stop,
-            self.slm_tokens, self.llm_tokens, self.wasted_tokens, self.slm_prefill_tokens,
-            self.llm_prefill_tokens, timing, traffic, self.error,
-        )
-
-
 class _QuestionRun:
-    """The state of one question: the SLM's context, the LLM conversation, the transcript."""
+    """One question's phases: think (glimpse, route, write each step), close thinking, answer."""
 
     def __init__(
         self, router: EdgeRouter, messages: list[ChatMessage], on_event: EventCallback | None,
@@ -194,52 +142,36 @@ class _QuestionRun:
         self.router = router
         self.config = router.config
         self.settings = router.config.steps
-        self.sampling = self.settings.sampling
-        self.slm = router.slm
-        self.rng = rng if rng is not None else make_rng(self.sampling, _SLM_STREAM)
-        self.prompt = self.slm.tokenizer.render_prompt(messages)
-        self.ctx = LMContext(self.slm)
         self.messages = messages
-        self.on_event = on_event
-        self.conversation: LLMConversation | None = None
-        self.cloud_down = ""  # why the conversation could not be opened
-        self.transcript = ""
+        slm, sampling = router.slm, self.settings.sampling
+        stops = [router.delimiter] + ([router.think_end] if router.think_end else [])
+        self.q = QuestionState(
+            slm, LMContext(slm), slm.tokenizer.render_prompt(messages), sampling,
+            rng if rng is not None else make_rng(sampling, _SLM_STREAM), tuple(stops), router.think_end,
+            CloudSession(router.llm if self.config.needs_llm else None), on_event,
+        )
+        edge = EdgeWriter(self.q)
+        cloud = CloudWriter(self.q, edge)
+        self.writers: dict[Route, StepWriter] = {
+            Route.EDGE: edge, Route.CLOUD: cloud, Route.DRAFT: DraftWriter(self.q, self.config.policy, cloud),
+        }
         self.steps: list[StepRecord] = []
         self.budget_used = 0
-        stops = [router.delimiter] + ([router.think_end] if router.think_end else [])
-        self.stop_strings = tuple(stops)
-
-    # ---- phases ----------------------------------------------------------------------------
 
     def run(self, question: str) -> RunResult:
         started = time.perf_counter()
-        self._open_conversation()
+        self.q.cloud.open(self.messages)
         try:
             thinking_stop = self._think()
             self._close_thinking(thinking_stop)
-            answer = self._answer()
+            answer = AnswerWriter(self.q, self.config.answer_by, self.settings.answer_max_tokens).write()
         finally:
-            if self.conversation is not None:
-                self.conversation.close()
+            self.q.cloud.close()
         totals = Totals.of(self.steps, answer, time.perf_counter() - started)
-        llm = self.router.llm
-        providers = {"slm": self.slm.provider.name}
-        if llm is not None:
-            providers["llm"] = str(getattr(llm, "provider", llm.name))
         return RunResult(
-            question, answer.text, answer.writer, thinking_stop, self.transcript + answer.text,
-            tuple(self.steps), answer, totals, self.config.policy.describe(), providers,
+            question, answer.text, answer.writer, thinking_stop, self.q.transcript + answer.text,
+            tuple(self.steps), answer, totals, self.config.policy.describe(), self._providers(),
         )
-
-    def _open_conversation(self) -> None:
-        llm = self.router.llm
-        if llm is None or not self.config.needs_llm:
-            return
-        try:
-            self.conversation = llm.open(self.messages)
-        except CloudUnavailableError as exc:
-            log.warning("cloud unavailable, the SLM carries on alone: %s", exc)
-            self.cloud_down = str(exc)
 
     def _think(self) -> str:
         """Write steps until thinking ends; return why it ended."""
@@ -251,229 +183,50 @@ class _QuestionRun:
             if max_tokens < 1:
                 return "context"
             if index:
-                self.transcript += self.router.delimiter
+                self.q.transcript += self.router.delimiter
                 if self.steps[-1].writer != "cloud":
-                    self._push_context()
+                    self.q.cloud.push(self.q.transcript)
             record = self._step(index, max_tokens)
             self.steps.append(record)
-            self._emit(StepFinished(record))
+            self.q.emit(StepFinished(record))
             self.budget_used += record.step_tokens
-            self.transcript += record.text
+            self.q.transcript += record.text
             if record.stop in ("think_end", "eos"):
                 return record.stop
             if index and record.text == self.steps[-2].text:
                 return "repeat"
             index += 1
 
+    def _step(self, index: int, max_tokens: int) -> StepRecord:
+        """Glimpse the step's first token, let the policy route it, let that route's writer write it."""
+        q = self.q
+        started = time.perf_counter()
+        sync = q.sync()
+        logits = q.ctx.next_logits
+        entropy = entropy_nats(logits)
+        probe = sample_token(logits, q.sampling, q.rng)
+        decision = self.config.policy.before_step(Probe(index, entropy, probe))
+        step = StepStart(index, entropy, probe, decision, sync.prefill_tokens, started,
+                         time.perf_counter() - started)
+        return step_record(step, self.writers[decision.route].write(step, max_tokens))
+
     def _close_thinking(self, thinking_stop: str) -> None:
         """Make sure the transcript ends with the end-of-thinking marker before the answer."""
         think_end = self.router.think_end
         if think_end and thinking_stop != "think_end":
-            self.transcript += self.router.delimiter + think_end
-
-    def _answer(self) -> AnswerRecord:
-        writer = self.config.answer_by
-        if writer == "none":
-            return AnswerRecord("none", "", "skipped", 0)
-        started = time.perf_counter()
-        if writer == "slm":
-            return self._slm_answer("edge", started)
-        costs: list[CallCost] = []
-        request = LLMRequest(LLMAction.WRITE_ANSWER, self.transcript, self.sampling, (),
-                             self.settings.answer_max_tokens)
-        try:
-            reply = self._call(request, costs)
-        except CloudUnavailableError as exc:
-            log.warning("cloud unavailable for the final answer, the SLM writes it: %s", exc)
-            return self._slm_answer("degraded", started, error=str(exc), costs=costs)
-        self._emit(AnswerStarted("cloud"))
-        self._emit(TextWritten(reply.text))
-        timing, traffic = cost_parts(costs)
-        timing = Timing(0.0, timing.network_s, timing.cloud_queue_s, timing.cloud_compute_s,
-                        time.perf_counter() - started)
-        tokens = reply.cost.decode_tokens
-        record = AnswerRecord("cloud", reply.text, reply.stop_reason, tokens, timing, traffic)
-        self._emit(AnswerFinished(record))
-        return record
-
-    def _slm_answer(
-        self, writer: str, started: float, error: str = "", costs: Sequence[CallCost] = (),
-    ) -> AnswerRecord:
-        cloud_timing, traffic = cost_parts(costs)
-        edge_started = time.perf_counter()
-        self._emit(AnswerStarted(writer))
-        room = self._context_room(self.prompt + self.transcript)
-        if room < 1:
-            text, stop, tokens, edge_s = "", "context", 0, 0.0
-        else:
-            self.ctx.sync(self.prompt + self.transcript)
-            criteria = StopCriteria((), min(self.settings.answer_max_tokens, room))
-            gen = decode_until(self.ctx, self.sampling, criteria, self.rng, on_text=self._stream)
-            text, stop, tokens = gen.text, gen.stop_reason.value, gen.num_tokens
-            edge_s = time.perf_counter() - edge_started
-        timing = Timing(edge_s, cloud_timing.network_s, cloud_timing.cloud_queue_s,
-                        cloud_timing.cloud_compute_s, time.perf_counter() - started)
-        record = AnswerRecord(writer, text, stop, tokens, timing, traffic, error)
-        self._emit(AnswerFinished(record))
-        return record
-
-    # ---- one step --------------------------------------------------------------------------
-
-    def _step(self, index: int, max_tokens: int) -> StepRecord:
-        started = time.perf_counter()
-        sync = self.ctx.sync(self.prompt + self.transcript)
-        logits = self.ctx.next_logits
-        entropy = entropy_nats(logits)
-        probe = sample_token(logits, self.sampling, self.rng)
-        decision = self.config.policy.before_step(Probe(index, entropy, probe))
-        step = _StepBuilder(index, entropy, decision, sync.prefill_tokens, started)
-        step.edge_s = time.perf_counter() - started
-        if decision.route == Route.EDGE:
-            self._write_edge(step, probe, max_tokens, "edge")
-        elif decision.route == Route.CLOUD:
-            self._write_cloud(step, probe, max_tokens)
-        else:
-            self._write_draft(step, probe, max_tokens)
-        return step.finish()
-
-    def _write_edge(self, step: _StepBuilder, probe: int, max_tokens: int, writer: str) -> None:
-        """The SLM writes the step, continuing from the probe token (kept, not sampled again)."""
-        step.writer = writer
-        self._emit(StepStarted(step.index, writer, step.entropy_nats))
-        gen = decode_until(self.ctx, self.sampling, StopCriteria(self.stop_strings, max_tokens), self.rng,
-                           first_token=probe, on_text=self._stream)
-        self._take_slm_text(step, gen)
-        if step.stop == "think_end":
-            self._emit(TextWritten(self.router.think_end or ""))
-
-    def _write_cloud(self, step: _StepBuilder, probe: int, max_tokens: int) -> None:
-        """The LLM writes the step; the probe is discarded (or kept if the cloud is unavailable)."""
-        request = self._step_request(max_tokens)
-        try:
-            reply = self._call(request, step.costs)
-        except CloudUnavailableError as exc:
-            log.warning("step %d: cloud unavailable, the SLM writes it (degraded): %s", step.index, exc)
-            step.error = str(exc)
-            self._write_edge(step, probe, max_tokens, "degraded")
-            return
-        step.slm_tokens += 1  # the probe: the one SLM token a cloud step wastes
-        step.wasted_tokens += 1
-        self._take_cloud_text(step, reply)
-        self._emit(StepStarted(step.index, "cloud", step.entropy_nats))
-        self._emit(TextWritten(step.text))
-
-    def _write_draft(self, step: _StepBuilder, probe: int, max_tokens: int) -> None:
-        """The SLM drafts the whole step; the policy keeps it or has the LLM rewrite it."""
-        gen = decode_until(self.ctx, self.sampling, StopCriteria(self.stop_strings, max_tokens), self.rng,
-                           first_token=probe, record_entropy=True)
-        self._take_slm_text(step, gen)
-        draft = Draft(step.text, tuple(gen.entropies))
-        try:
-            judgement = self.config.policy.after_draft(draft, self._scorer(step))
-        except CloudUnavailableError as exc:
-            log.warning("step %d: cloud unavailable to judge the draft, kept (degraded): %s", step.index, exc)
-            step.writer, step.error, step.verdict = "degraded", str(exc), Verdict.ACCEPT.value
-            self._emit_whole_step(step)
-            return
-        step.verdict, step.signal = judgement.verdict.value, judgement.signal
-        step.signal_name = judgement.signal_name
-        if judgement.verdict == Verdict.REWRITE:
-            self._rewrite(step, gen, max_tokens)
-        else:
-            step.writer = "edge"
-        self._emit_whole_step(step)
-
-    def _rewrite(self, step: _StepBuilder, draft: Generation, max_tokens: int) -> None:
-        draft_text, draft_stop = step.text, step.stop
-        request = self._step_request(max_tokens)
-        try:
-            reply = self._call(request, step.costs)
-        except CloudUnavailableError as exc:
-            log.warning("step %d: cloud unavailable to rewrite, draft kept (degraded): %s", step.index, exc)
-            step.writer, step.error, step.text, step.stop = "degraded", str(exc), draft_text, draft_stop
-            return
-        step.wasted_tokens += draft.num_tokens
-        self._take_cloud_text(step, reply)
-
-    def _scorer(self, step: _StepBuilder) -> Scorer:
-        def score(candidate: str) -> float:
-            request = LLMRequest(LLMAction.SCORE, self.transcript, self.sampling, candidate=candidate)
-            reply = self._call(request, step.costs)
-            if reply.mean_logprob is None:
-                raise BadInputError(f"the LLM backend {self.router.llm!r} returned no score for a SCORE call")
-            return reply.mean_logprob
-
-        return score
-
-    # ---- helpers ---------------------------------------------------------------------------
-
-    def _push_context(self) -> None:
-        """Let a backend that syncs in the background (`push`) send the SLM's steps now.
-
-        Called at the start of a step, with the delimiter already appended: every later call's
-        transcript extends what is pushed, so the cloud never has to be resent anything.
-        """
-        push = getattr(self.conversation, "push", None)
-        if push is not None:
-            push(self.transcript)
-
-    def _step_request(self, max_tokens: int) -> LLMRequest:
-        return LLMRequest(LLMAction.WRITE_STEP, self.transcript, self.sampling, self.stop_strings, max_tokens)
-
-    def _call(self, request: LLMRequest, costs: list[CallCost]) -> LLMReply:
-        """One LLM call; its cost (or, if it fails, the time lost waiting) goes to `costs`."""
-        if self.conversation is None:
-            raise CloudUnavailableError(self.cloud_down or "no LLM conversation is open")
-        started = time.perf_counter()
-        try:
-            reply = self.conversation.call(request)
-        except CloudUnavailableError:
-            costs.append(CallCost(round_trip_s=time.perf_counter() - started))
-            raise
-        costs.append(reply.cost)
-        return reply
-
-    def _take_slm_text(self, step: _StepBuilder, gen: Generation) -> None:
-        step.slm_tokens += gen.num_tokens  # the probe is gen.token_ids[0]
-        step.edge_s += gen.decode_s
-        step.text, step.stop = gen.text, self._stop_kind(gen.stop_reason.value, gen.stop_string)
-        if step.stop == "think_end":
-            step.text += self.router.think_end or ""
-
-    def _take_cloud_text(self, step: _StepBuilder, reply: LLMReply) -> None:
-        step.writer = "cloud"
-        step.llm_tokens += reply.cost.decode_tokens
-        step.llm_prefill_tokens += reply.cost.prefill_tokens
-        step.text, step.stop = reply.text, self._stop_kind(reply.stop_reason, reply.stop_string)
-        if step.stop == "think_end":
-            step.text += self.router.think_end or ""
-
-    def _stop_kind(self, stop_reason: str, stop_string: str | None) -> str:
-        if stop_reason == StopReason.STOP_STRING.value:
-            think_end = self.router.think_end
-            return "think_end" if think_end and stop_string == think_end else "delimiter"
-        return "eos" if stop_reason == StopReason.EOS.value else "max_tokens"
+            self.q.transcript += self.router.delimiter + think_end
 
     def _step_limit(self, index: int) -> int:
         """Tokens the next step may take: the step cap, the budget left, the SLM context left."""
-        pending = self.prompt + self.transcript + (self.router.delimiter if index else "")
+        pending = self.q.prompt + self.q.transcript + (self.router.delimiter if index else "")
         # Keep room for the marker the loop may append when thinking ends without one.
         closing = self.router.delimiter + (self.router.think_end or "")
-        room = self._context_room(pending) - len(self.slm.tokenizer.encode(closing))
+        room = self.q.context_room(pending) - len(self.q.slm.tokenizer.encode(closing))
         budget_left = self.settings.budget_tokens - self.budget_used
         return min(self.settings.max_step_tokens, budget_left, room)
 
-    def _context_room(self, text: str) -> int:
-        """Tokens that still fit in the SLM's context after `text`."""
-        return self.slm.manifest.max_context_tokens - len(self.slm.tokenizer.encode(text))
-
-    def _emit_whole_step(self, step: _StepBuilder) -> None:
-        self._emit(StepStarted(step.index, step.writer, step.entropy_nats))
-        self._emit(TextWritten(step.text))
-
-    def _stream(self, text: str) -> None:
-        self._emit(TextWritten(text))
-
-    def _emit(self, event: Event) -> None:
-        if self.on_event is not None:
-            self.on_event(event)
+    def _providers(self) -> dict[str, str]:
+        providers = {"slm": self.q.slm.provider.name}
+        if self.router.llm is not None:
+            providers["llm"] = self.router.llm.provider
+        return providers

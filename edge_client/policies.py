@@ -18,14 +18,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar, Protocol
 
 import numpy as np
 
-from onnx_lm.errors import BadInputError
-
-if TYPE_CHECKING:
-    from edge_client.calibrate import Calibration
+from glimp_common.errors import BadInputError
 
 # The mean log-probability per token (nats, <= 0) that the LLM gives a candidate step.
 Scorer = Callable[[str], float]
@@ -131,25 +128,46 @@ class EntropyThreshold(RoutingPolicy):
         return f"threshold (tau {self.tau:g} nats)"
 
 
+class ShareCalibration(Protocol):
+    """What the share policy is made from: tau for any share (`edge_client.calibrate.Calibration`)."""
+
+    @property
+    def target_share(self) -> float: ...
+
+    @property
+    def steps(self) -> int: ...
+
+    def tau_for(self, share: float) -> float: ...
+
+
 @dataclass(frozen=True)
 class TargetShare(RoutingPolicy):
-    """Send about `share` of the steps to the LLM, with tau read from a calibration of this SLM."""
+    """Send about `share` of the steps to the LLM, with the tau a calibration of this SLM gives it.
+
+    Make it with `TargetShare.from_calibration(calibration, share)`.
+    """
 
     share: float
-    calibration: Calibration
-    tau: float = field(init=False)
+    tau: float  # nats, from the calibration
+    calibration_steps: int  # steps the calibration's entropies come from
     name: ClassVar[str] = "share"
 
     def __post_init__(self) -> None:
         check_share(self.share)
-        object.__setattr__(self, "tau", self.calibration.tau_for(self.share))
+        check_tau(self.tau)
+
+    @classmethod
+    def from_calibration(cls, calibration: ShareCalibration, share: float) -> TargetShare:
+        """The policy for `share`, with tau resolved from `calibration` now."""
+        check_share(share)
+        return cls(share, calibration.tau_for(share), calibration.steps)
 
     def before_step(self, probe: Probe) -> Decision:
         route = Route.CLOUD if probe.entropy_nats >= self.tau else Route.EDGE
         return Decision(route, probe.entropy_nats, "first_token_entropy")
 
     def describe(self) -> str:
-        steps = self.calibration.steps
+        steps = self.calibration_steps
         return f"share {self.share:.0%} of steps (tau {self.tau:.4g} nats, calibrated on {steps} steps)"
 
 
@@ -236,9 +254,7 @@ class VerifyByScore(RoutingPolicy):
         return Decision(Route.DRAFT, probe.entropy_nats, "first_token_entropy")
 
     def after_draft(self, draft: Draft, scorer: Scorer) -> Judgement:
-        if not draft.text:
-            # Nothing to score (the cloud refuses an empty candidate): an empty step is kept as is.
-            return Judgement(Verdict.ACCEPT, 0.0, "llm_mean_logprob")
+        # An empty draft scores 0.0 (the LLM protocol's rule, `empty_score_reply`): kept as is.
         score = scorer(draft.text)
         verdict = Verdict.REWRITE if score < self.threshold else Verdict.ACCEPT
         return Judgement(verdict, score, "llm_mean_logprob")
@@ -251,7 +267,7 @@ POLICY_NAMES = ("threshold", "share", "local", "cloud", "random", "step-average"
 
 
 def make_policy(
-    name: str, *, tau: float = 0.9, share: float | None = None, calibration: Calibration | None = None,
+    name: str, *, tau: float = 0.9, share: float | None = None, calibration: ShareCalibration | None = None,
     score_threshold: float = -1.0, seed: int = 0,
 ) -> RoutingPolicy:
     """Build a policy from its CLI name; raises BadInputError naming what is missing."""
@@ -260,7 +276,7 @@ def make_policy(
     if name == "share":
         if calibration is None:
             raise BadInputError("the share policy needs a calibration file: run `glimp calibrate` first")
-        return TargetShare(calibration.target_share if share is None else share, calibration)
+        return TargetShare.from_calibration(calibration, calibration.target_share if share is None else share)
     if name == "random":
         if share is None:
             raise BadInputError("the random policy needs --share (the probability of a cloud step)")

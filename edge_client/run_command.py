@@ -21,8 +21,8 @@ from edge_client.llm_backend import LLMBackend
 from edge_client.loop import EdgeRouter, check_prompt_fits, prompt_messages
 from edge_client.policies import POLICY_NAMES, make_policy
 from glimp_common.env import env_flag, env_float, env_int, env_str
+from glimp_common.errors import BadInputError
 from onnx_lm import SessionConfig, TextCodec
-from onnx_lm.errors import BadInputError
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from edge_client.llm_backend import CallCost
@@ -48,13 +48,15 @@ def _values(record: Timing | Traffic) -> tuple[Any, ...]:
     return tuple(getattr(record, name) for name in record.__dataclass_fields__)
 
 
-def cost_parts(costs: Sequence[CallCost]) -> tuple[Timing, Traffic]:
-    """Split LLM call costs into the trace's time and traffic parts (wall and edge left at 0)."""
+def cost_parts(
+    costs: Sequence[CallCost], *, edge_compute_s: float = 0.0, wall_s: float = 0.0,
+) -> tuple[Timing, Traffic]:
+    """Split LLM call costs into the trace's time and traffic parts, with the SLM's and wall time."""
     timing, traffic = Timing(), Traffic()
     for cost in costs:
         timing += Timing(0.0, cost.network_s, cost.queue_s, cost.compute_s, 0.0)
         traffic += Traffic(cost.bytes_up, cost.bytes_down, cost.resync_bytes_up, cost.resync_s, 1)
-    return timing, traffic
+    return replace(timing, edge_compute_s=edge_compute_s, wall_s=wall_s), traffic
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,7 @@ class Totals:
             llm_tokens=sum(s.llm_tokens for s in steps) + (answer.tokens if answer.writer == "cloud" else 0),
             wasted_tokens=sum(s.wasted_tokens for s in steps),
             answer_tokens=answer.tokens,
-            timing=Timing(timing.edge_compute_s, timing.network_s, timing.cloud_queue_s,
-                          timing.cloud_compute_s, wall_s),
+            timing=replace(timing, wall_s=wall_s),
             traffic=traffic,
         )
 

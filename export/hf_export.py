@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from export import parity, quantize
-from onnx_lm.errors import BadInputError, ModelContractError
+from glimp_common.errors import BadInputError, ModelContractError
 from onnx_lm.manifest import (
     ROLES,
     SUPPORTED_ARCHITECTURES,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from onnx_lm.errors import ModelContractError
+from glimp_common.errors import ModelContractError
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from export.char_tokenizer import build_char_tokenizer, save_hf_tokenizer
 from export.tiny import ALPHABET, CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 log = logging.getLogger(__name__)
 

@@ -89,7 +89,7 @@ def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.Argume
 
 def main(argv: Sequence[str] | None = None) -> int:
     top = _top_parser().parse_args(argv)
-    from onnx_lm.errors import GlimpError
+    from glimp_common.errors import GlimpError
 
     try:
         parser = command_parser(top.command, top.log_level)

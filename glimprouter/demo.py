@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from glimp_common.env import env_float, env_str
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 DEFAULT_PAIR = Path("models/toy-pair")
 # A dev-set question whose third step the SLM is unsure of (H = 1.3 nats): the split shows.

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 log = logging.getLogger(__name__)
 _CHUNK_BYTES = 64 * 1024

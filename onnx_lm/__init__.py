@@ -5,8 +5,8 @@ Bottom layer: imports nothing from the rest of the project. Session and provider
 exact entropy, sampling, and one decode loop.
 """
 
+from glimp_common.errors import BadInputError, GlimpError, ModelContractError, ProviderError
 from onnx_lm.context import LMContext, SyncStats, TailScore
-from onnx_lm.errors import BadInputError, GlimpError, ModelContractError, ProviderError
 from onnx_lm.generate import Generation, StopCriteria, StopReason, decode_until
 from onnx_lm.kv_cache import KVCache
 from onnx_lm.manifest import KVLayout, Manifest

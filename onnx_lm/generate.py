@@ -14,8 +14,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from glimp_common.errors import BadInputError
 from onnx_lm.context import LMContext
-from onnx_lm.errors import BadInputError
 from onnx_lm.sampling import SamplingParams, entropy_nats, sample_token
 
 TextCallback = Callable[[str], None]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from onnx_lm.errors import ModelContractError
+from glimp_common.errors import ModelContractError
 
 INPUT_IDS = "input_ids"
 ATTENTION_MASK = "attention_mask"

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnx_lm.errors import ModelContractError
+from glimp_common.errors import ModelContractError
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1

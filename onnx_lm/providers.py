@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 TENSORRT = "TensorrtExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 
 @dataclass(frozen=True)

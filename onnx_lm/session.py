@@ -16,8 +16,8 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from glimp_common.errors import BadInputError, ModelContractError, ProviderError
 from onnx_lm import io_names
-from onnx_lm.errors import BadInputError, ModelContractError, ProviderError
 from onnx_lm.kv_cache import KVCache
 from onnx_lm.manifest import Manifest
 from onnx_lm.providers import ProviderChoice, candidates

@@ -20,7 +20,7 @@ from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from tokenizers import Tokenizer
 
-from onnx_lm.errors import BadInputError, ModelContractError
+from glimp_common.errors import BadInputError, ModelContractError
 from onnx_lm.manifest import Manifest
 
 ROLES = ("system", "user", "assistant")

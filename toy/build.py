@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from toy.model import PRESETS, ModelSpec
 from toy.task import (
     ANSWER_PREFIX,

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from glimp_common.env import env_flag, env_str
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 if TYPE_CHECKING:
     from toy.model import ModelSpec

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from onnx_lm.errors import BadInputError, ModelContractError
+from glimp_common.errors import BadInputError, ModelContractError
 from onnx_lm.manifest import MANIFEST_FILE
 from toy.metrics import accuracy, auroc
 from toy.scoring import StepScore

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnx_lm.errors import ModelContractError
+from glimp_common.errors import ModelContractError
 from onnx_lm.session import CausalLM, SessionConfig
 from toy.scoring import MAX_NEW_TOKENS, StepScore, reference_text, score_steps
 from toy.task import Problem, prompt_text

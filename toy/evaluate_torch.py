@@ -8,7 +8,7 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
-from onnx_lm.errors import ModelContractError
+from glimp_common.errors import ModelContractError
 from toy.scoring import MAX_NEW_TOKENS, StepScore, reference_text, score_steps
 from toy.task import Problem, prompt_text
 from toy.vocab import CharCodec

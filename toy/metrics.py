@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 
 def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:

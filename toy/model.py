@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from export.shapes import SHAPES, ModelShape, hf_config
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from toy.task import check_int
 from toy.vocab import MODEL_MAX_LENGTH, CharCodec
 

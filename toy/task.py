@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 SPLITS = ("train", "dev", "test")
 # Share of the question space per split, in percent of the hash buckets 0..99.

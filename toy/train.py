@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from toy.model import ModelSpec, build_model, parameter_count
 from toy.task import Problem, TaskConfig, check_int, prompt_text, solution_text, train_batch
 from toy.vocab import CharCodec, save_toy_tokenizer, toy_tokenizer

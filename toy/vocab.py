@@ -12,7 +12,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from export.char_tokenizer import build_char_tokenizer, save_hf_tokenizer
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from toy.task import ALPHABET
 
 logger = logging.getLogger(__name__)

@@ -40,14 +40,14 @@ PROMPT_TEXT = "Q: 48*7+19=? Think step by step.\n"  # 32 characters = 32 tokens 
 
 def bad_input(message: str) -> Exception:
     """The project's BadInputError, imported late: the genai worker's venv cannot import onnx_lm."""
-    from onnx_lm.errors import BadInputError
+    from glimp_common.errors import BadInputError
 
     return BadInputError(message)
 
 
 def bench_error(message: str) -> Exception:
     """A GlimpError for a contender that failed to build or run."""
-    from onnx_lm.errors import GlimpError
+    from glimp_common.errors import GlimpError
 
     return GlimpError(message)
 

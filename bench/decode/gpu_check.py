@@ -43,7 +43,7 @@ from bench.decode.common import (
     time_interleaved,
     write_md_json,
 )
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 _INTEGER = re.compile(r"[-+]?\d+")
 

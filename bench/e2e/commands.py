@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from glimp_common.env import env_flag, env_float, env_int, env_str
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 TOY = Path("models/toy-pair")
 

@@ -23,8 +23,8 @@ from edge_client.config import RouterConfig, StepSettings
 from edge_client.llm_backend import LLMBackend
 from edge_client.loop import EdgeRouter
 from edge_client.policies import Decision, Draft, Judgement, Probe, Route, RoutingPolicy, Scorer, Verdict
+from glimp_common.errors import BadInputError
 from onnx_lm import CausalLM
-from onnx_lm.errors import BadInputError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 
 @dataclass(frozen=True)

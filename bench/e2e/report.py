@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.e2e.records import ProblemResult
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 
 @dataclass(frozen=True)

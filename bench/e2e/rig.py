@@ -20,9 +20,9 @@ from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import new_token
 from edge_client.in_process_llm import check_role
 from edge_client.link import BreakerState, CloudLinkConfig, ResilienceConfig, ResilientLLM, TritonLLM
+from glimp_common.errors import GlimpError
 from netem import LinkEmulator, LinkProfile
 from onnx_lm import CausalLM, SessionConfig
-from onnx_lm.errors import GlimpError
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from edge_client.link import ResilientLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
 from edge_client.loop import EdgeRouter, prompt_messages
 from edge_client.trace import Timing, cost_parts
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 log = logging.getLogger(__name__)
 

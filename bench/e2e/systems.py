@@ -43,7 +43,7 @@ from edge_client.policies import (
     Verdict,
     VerifyByScore,
 )
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 FAMILIES = (
     "slm", "llm-one-call", "llm-steps", "glimp-tau", "glimp-share", "random", "step-average", "verify",
@@ -159,7 +159,7 @@ def _threshold(tau: float) -> Callable[[], RoutingPolicy]:
 
 
 def _target_share(share: float, calibration: Calibration) -> Callable[[], RoutingPolicy]:
-    policy = TargetShare(share, calibration)
+    policy = TargetShare.from_calibration(calibration, share)
     return lambda: policy
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from bench.e2e.checkers import ExactInt, ExactText, check_references, make_checker
 from bench.e2e.problems import read_problems
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 
 @pytest.mark.parametrize(

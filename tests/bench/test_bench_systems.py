@@ -26,7 +26,7 @@ from edge_client.policies import (
     Verdict,
     VerifyByScore,
 )
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 
 def policy_of(spec: SystemSpec) -> RoutingPolicy:

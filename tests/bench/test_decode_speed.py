@@ -14,7 +14,7 @@ import pytest
 from bench.decode import speed as decode_speed
 from bench.decode.common import REPO_ROOT
 from bench.decode.speed import BenchConfig, run_benchmark, write_report
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 GENAI_VENV = REPO_ROOT / ".venv-genai"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from cloud_service.context_store import ContextStore, StoreLimits
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 
 @dataclass

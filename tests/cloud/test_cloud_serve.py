@@ -21,8 +21,8 @@ from cloud_service.security import TLSFiles, new_token
 from edge_client.errors import CloudUnavailableError
 from edge_client.link import CloudLinkConfig, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
+from glimp_common.errors import BadInputError
 from onnx_lm import GREEDY
-from onnx_lm.errors import BadInputError
 
 
 def test_a_copied_repository_is_self_contained(tiny_qwen3_dir: Path, tmp_path: Path) -> None:

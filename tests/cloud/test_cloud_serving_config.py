@@ -14,7 +14,7 @@ from cloud_service.launcher import ServerConfig, TritonServer
 from cloud_service.repository import TEMPLATE_DIR, RepositorySettings
 from cloud_service.security import TLSFiles, new_token
 from cloud_service.serving_config import ServingConfig
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from protos.contract import MODEL_NAME
 
 

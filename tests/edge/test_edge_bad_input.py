@@ -11,8 +11,8 @@ import pytest
 from edge_helpers import CPU, set_manifest
 
 from edge_client import AlwaysLocal, EdgeRouter, InProcessLLM, RouterConfig, StepSettings
+from glimp_common.errors import BadInputError, ModelContractError
 from onnx_lm import CausalLM
-from onnx_lm.errors import BadInputError, ModelContractError
 
 
 def forward_calls(lm: CausalLM) -> list[int]:

@@ -18,8 +18,8 @@ from edge_client import (
 )
 from edge_client.calibrate import read_questions, tau_for_share
 from edge_client.policies import Probe, Route
+from glimp_common.errors import BadInputError
 from onnx_lm import CausalLM
-from onnx_lm.errors import BadInputError
 
 QUESTIONS = ["What is 12+30?", "Name three colours.", "Why is the sky blue?", "2*7-3=?"]
 
@@ -54,7 +54,7 @@ def test_calibrating_a_real_slm_hits_the_share_on_its_own_steps(slm: CausalLM, t
     loaded = Calibration.load(path)
     assert loaded == result
     assert set(json.loads(path.read_text())) >= {"tau", "target_share", "steps", "slm_fingerprint"}
-    policy = TargetShare(0.3, loaded)
+    policy = TargetShare.from_calibration(loaded, 0.3)
     routed = [policy.before_step(Probe(0, h, 0)).route for h in loaded.entropies_nats]
     assert routed.count(Route.CLOUD) == round(0.3 * loaded.steps)
 

@@ -291,6 +291,7 @@ class FaultyLLM:
     """Fault injection only: an in-process LLM whose calls raise when `fail` says so."""
 
     name = "faulty"
+    provider = "faulty"
 
     def __init__(self, inner: InProcessLLM, fail: Callable[[LLMRequest, int], Exception | None]) -> None:
         self.inner, self.fail = inner, fail
@@ -309,6 +310,9 @@ class _FaultyConversation:
         if error is not None:
             raise error
         return self.inner.call(request)
+
+    def push(self, transcript: str) -> None:
+        self.inner.push(transcript)
 
     def close(self) -> None:
         self.inner.close()
@@ -364,6 +368,7 @@ class PushRecorder:
     """Records what the loop hands a backend with background sync (`push`), then absorbs it."""
 
     name = "push-recorder"
+    provider = "push-recorder"
 
     def __init__(self, inner: InProcessLLM) -> None:
         self.inner = inner

@@ -21,7 +21,7 @@ from edge_client.policies import (
     VerifyByScore,
     make_policy,
 )
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 
 
 def probe(entropy: float, index: int = 0) -> Probe:
@@ -64,7 +64,7 @@ def test_share_outside_unit_interval_is_refused(share: object) -> None:
     with pytest.raises(BadInputError, match=r"\[0, 1\]"):
         RandomShare(share)  # type: ignore[arg-type]
     with pytest.raises(BadInputError, match=r"\[0, 1\]"):
-        TargetShare(share, calibration([0.1, 0.2]))  # type: ignore[arg-type]
+        TargetShare.from_calibration(calibration([0.1, 0.2]), share)  # type: ignore[arg-type]
 
 
 def test_fixed_policies() -> None:
@@ -125,18 +125,19 @@ def test_policies_that_never_draft_cannot_judge_one() -> None:
 
 def test_target_share_takes_tau_from_the_calibration() -> None:
     entropies = [0.05 * i for i in range(20)]  # 0.0 .. 0.95
-    policy = TargetShare(0.25, calibration(entropies, 0.25))
+    policy = TargetShare.from_calibration(calibration(entropies, 0.25), 0.25)
     routed = [policy.before_step(probe(h)).route for h in entropies]
     assert routed.count(Route.CLOUD) == 5
-    other = TargetShare(0.5, calibration(entropies, 0.25))  # another share from the same file
+    # another share from the same file
+    other = TargetShare.from_calibration(calibration(entropies, 0.25), 0.5)
     assert [other.before_step(probe(h)).route for h in entropies].count(Route.CLOUD) == 10
 
 
 def test_make_policy_builds_each_cli_name_and_explains_what_is_missing() -> None:
     cal = calibration([0.1, 0.2, 0.3, 0.4])
     assert make_policy("threshold", tau=1.2) == EntropyThreshold(1.2)
-    assert make_policy("share", calibration=cal) == TargetShare(cal.target_share, cal)
-    assert make_policy("share", share=0.5, calibration=cal) == TargetShare(0.5, cal)
+    assert make_policy("share", calibration=cal) == TargetShare.from_calibration(cal, cal.target_share)
+    assert make_policy("share", share=0.5, calibration=cal) == TargetShare.from_calibration(cal, 0.5)
     assert make_policy("random", share=0.4, seed=3) == RandomShare(0.4, 3)
     assert make_policy("local") == AlwaysLocal() and make_policy("cloud") == AlwaysCloud()
     assert make_policy("step-average", tau=0.5) == StepAverageEntropy(0.5)

@@ -10,8 +10,8 @@ import pytest
 
 from export import parity
 from export.hf_export import ExportOptions, export_checkpoint
+from glimp_common.errors import BadInputError, ModelContractError
 from onnx_lm import CausalLM
-from onnx_lm.errors import BadInputError, ModelContractError
 
 
 def _one_line(exc: pytest.ExceptionInfo[BaseException]) -> str:

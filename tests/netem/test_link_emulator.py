@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from glimp_common.errors import BadInputError
 from netem import LinkEmulator, LinkProfile
-from onnx_lm.errors import BadInputError
 
 
 class _Echo(socketserver.BaseRequestHandler):

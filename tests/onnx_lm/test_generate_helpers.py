@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from glimp_common.errors import BadInputError
 from onnx_lm.context import common_prefix_length
-from onnx_lm.errors import BadInputError
 from onnx_lm.generate import StopCriteria, _find_stop, _overlap, _stream
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from glimp_common.errors import BadInputError, ModelContractError
 from onnx_lm import (
     GREEDY,
     CausalLM,
@@ -21,7 +22,6 @@ from onnx_lm import (
     decode_until,
     make_rng,
 )
-from onnx_lm.errors import BadInputError, ModelContractError
 from onnx_lm.manifest import Manifest
 
 

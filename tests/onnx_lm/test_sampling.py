@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from onnx_lm.sampling import (
     GREEDY,
     SamplingParams,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from onnx_lm.errors import ModelContractError
+from glimp_common.errors import ModelContractError
 from onnx_lm.manifest import Manifest
 from toy.build import export_pair, ship_checkpoint
 from toy.evaluate import evaluate

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from toy.evaluate import summarize
 from toy.metrics import accuracy, auroc
 from toy.scoring import score_steps, step_spans

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from toy.task import (
     ALPHABET,
     Problem,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from onnx_lm.errors import BadInputError
+from glimp_common.errors import BadInputError
 from toy.model import PRESETS, ModelSpec, build_model, parameter_count
 from toy.train import STATE_FILE, TrainConfig, lr_factor, train
 from toy.vocab import CharCodec, toy_tokenizer
