@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cloud_service.context_store import EVICTION_REASONS
-from cloud_service.engine import EngineStats
+from cloud_service.engines.context_store import EVICTION_REASONS
+from cloud_service.engines.onnx import EngineStats
 from protos import edge_cloud_v1_pb2 as pb
 
 PREFIX = "glimp_"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from cloud_service.context_store import ContextStore, StoreLimits
+from cloud_service.engines.context_store import ContextStore, StoreLimits
 from glimp_common.errors import BadInputError
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from cloud_helpers import MESSAGES, new_ids, step_request
 
-from cloud_service.engine import Engine, EngineConfig, RequestCancelled
+from cloud_service.engines.onnx import Engine, EngineConfig, RequestCancelled
 from cloud_service.errors import InvalidRequest
 from onnx_lm import CausalLM
 from onnx_lm.context import common_prefix_length

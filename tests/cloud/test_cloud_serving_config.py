@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from cloud_service.commands import production_command, production_flags
-from cloud_service.engine import EngineConfig
+from cloud_service.engines.onnx import EngineConfig
 from cloud_service.launcher import ServerConfig, TritonServer
 from cloud_service.repository import TEMPLATE_DIR, RepositorySettings
 from cloud_service.security import TLSFiles, new_token

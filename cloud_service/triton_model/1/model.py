@@ -1,6 +1,6 @@
 """Triton python-backend adapter for the glimp LLM: parse, call the engine, answer.
 
-All logic lives in `cloud_service.engine` (installed in the Python environment the stub runs:
+All logic lives in `cloud_service.engines.onnx` (installed in the Python environment the stub runs:
 the first `python3` on the server's PATH, or the model's EXECUTION_ENV_PATH). This file only
 maps tensors to bytes and errors to Triton codes: `InvalidRequest` -> INVALID_ARG,
 `RequestCancelled` -> CANCELLED, anything else -> INTERNAL (logged with its traceback).
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from cloud_service.engine import Engine, EngineConfig, RequestCancelled
+from cloud_service.engines.onnx import Engine, EngineConfig, RequestCancelled
 from cloud_service.errors import InvalidRequest
 from cloud_service.metrics import EngineMetrics
 from cloud_service.serving_config import ServingConfig

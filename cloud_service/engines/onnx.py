@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud_service.context_store import ContextStore, StoreLimits, StoreStats
+from cloud_service.engines.context_store import ContextStore, StoreLimits, StoreStats
 from cloud_service.errors import InvalidRequest
 from cloud_service.serving_config import ServingConfig
 from cloud_service.validation import Call, parse_request, validate
