@@ -26,9 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from cloud_service.errors import ServerStartError
 from cloud_service.readiness import ReadinessError, ReadinessTarget, check_ready
+from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import TLSFiles, check_token, new_token
 from cloud_service.server_flags import LocalServerFlags, TritonFlags
 from cloud_service.serving_config import ServingConfig, check_ports
@@ -80,6 +82,22 @@ class ServerConfig:
     def metrics_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{host}:{self.metrics_port}/metrics"
+
+
+def local_server(model_dir: Path | str, work_dir: Path | str, *, token: str | None,
+                 settings: RepositorySettings | None = None, **server: Any) -> TritonServer:
+    """An unstarted `TritonServer` for `model_dir` on free loopback ports (use it as a context manager).
+
+    The one recipe the demo, the benchmark and the tests share: a repository built under
+    `work_dir` (linking the model unless `settings` say otherwise), both ports picked free,
+    `server` holding any other `ServerConfig` field (e.g. `grpc_port` to reuse, `tls`).
+    """
+    repository = build_repository(model_dir, work_dir, settings or RepositorySettings(link_model=True),
+                                  force=True)
+    grpc_port = server.pop("grpc_port", None) or pick_free_port()
+    config = ServerConfig(repository, grpc_port=grpc_port, metrics_port=pick_free_port(), token=token,
+                          **server)
+    return TritonServer(config)
 
 
 def pick_free_port(host: str = "127.0.0.1") -> int:

@@ -65,17 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _local_cloud(llm_dir: Path, token: str) -> Iterator[str]:
-    from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
-    from cloud_service.repository import RepositorySettings, build_repository
+    from cloud_service.launcher import local_server
 
     with tempfile.TemporaryDirectory(prefix="glimp-demo-") as folder:
-        settings = RepositorySettings(link_model=True)
-        repository = build_repository(llm_dir, Path(folder) / "repository", settings)
-        config = ServerConfig(
-            repository=repository, grpc_port=pick_free_port(), metrics_port=pick_free_port(), token=token
-        )
         print(f"starting Triton with {llm_dir} ...", flush=True)
-        with TritonServer(config) as server:
+        with local_server(llm_dir, Path(folder) / "repository", token=token) as server:
             print(f"cloud ready: gRPC {server.grpc_url}, metrics {server.metrics_url}", flush=True)
             yield server.grpc_url
 

@@ -17,8 +17,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
-from cloud_service.repository import RepositorySettings, build_repository
+from cloud_service.launcher import local_server
 from cloud_service.security import new_token
 from edge_client.link import CloudLinkConfig, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
@@ -57,11 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     delimiter = manifest.step_delimiter
     transcript = transcript_of(codec, prompt, args.transcript_tokens, delimiter)
     token = new_token()
-    with tempfile.TemporaryDirectory(prefix="glimp_measure_") as folder:
-        repository = build_repository(args.model_dir, folder, RepositorySettings(link_model=True))
-        grpc_port, metrics_port = pick_free_port(), pick_free_port()
-        config = ServerConfig(repository, grpc_port=grpc_port, metrics_port=metrics_port, token=token)
-        with TritonServer(config) as server:
+    with tempfile.TemporaryDirectory(prefix="glimp_measure_") as folder, \
+            local_server(args.model_dir, folder, token=token) as server:
             print(f"start to ready: {server.ready_s:.2f} s")
             with TritonLLM(CloudLinkConfig(server.grpc_url, token, timeout_s=300)) as llm:
                 _measure(llm, codec, prompt, transcript, delimiter, args)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
-from cloud_service.repository import RepositorySettings, build_repository
+from cloud_service.launcher import TritonServer, local_server
+from cloud_service.repository import RepositorySettings
 from cloud_service.security import new_token
 from edge_client.in_process_llm import check_role
 from edge_client.link import BreakerState, CloudLinkConfig, ResilienceConfig, ResilientLLM, TritonLLM
@@ -120,10 +120,7 @@ class BenchRig:
         cfg = self.config
         self._repository = Path(tempfile.mkdtemp(prefix="glimp_bench_repo_"))
         settings = RepositorySettings(link_model=True, providers=cfg.providers, intra_op_threads=cfg.threads)
-        build_repository(cfg.llm_dir, self._repository, settings)
-        server_config = ServerConfig(self._repository, grpc_port=pick_free_port(),
-                                     metrics_port=pick_free_port(), token=self.token)
-        self.server = TritonServer(server_config)
+        self.server = local_server(cfg.llm_dir, self._repository, token=self.token, settings=settings)
         self.server.start()
         log.info("tritonserver ready in %.1f s on %s", self.server.ready_s or 0.0, self.server.grpc_url)
         self.slm = CausalLM.load(cfg.slm_dir, SessionConfig(providers=cfg.providers,

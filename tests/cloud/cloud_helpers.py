@@ -8,8 +8,8 @@ import secrets
 import urllib.request
 from pathlib import Path
 
-from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
-from cloud_service.repository import RepositorySettings, build_repository
+from cloud_service.launcher import TritonServer, local_server
+from cloud_service.repository import RepositorySettings
 from cloud_service.security import TLSFiles
 from onnx_lm import ChatMessage
 from protos import edge_cloud_v1_pb2 as pb
@@ -32,18 +32,14 @@ def shm_files(prefix: str) -> list[str]:
     return sorted(p.name for p in Path("/dev/shm").glob(f"{prefix}*"))
 
 
-def start_server(repository: Path, token: str | None, tls: TLSFiles | None = None) -> TritonServer:
-    config = ServerConfig(
-        repository=repository, grpc_port=pick_free_port(), metrics_port=pick_free_port(), token=token,
-        tls=tls, startup_timeout_s=120.0,
-    )
-    server = TritonServer(config)
+def start_server(model_dir: Path, folder: Path, token: str | None, tls: TLSFiles | None = None,
+                 **settings: object) -> TritonServer:
+    """`model_dir` on a started local server (repository under `folder`, `settings` for it)."""
+    repository_settings = RepositorySettings(link_model=True, **settings)  # type: ignore[arg-type]
+    server = local_server(model_dir, folder, token=token, settings=repository_settings, tls=tls,
+                          startup_timeout_s=120.0)
     server.start()
     return server
-
-
-def make_repository(model_dir: Path, folder: Path, **settings: object) -> Path:
-    return build_repository(model_dir, folder, RepositorySettings(link_model=True, **settings))  # type: ignore[arg-type]
 
 
 def metric(metrics_url: str, name: str, labels: str = "") -> float:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloud_helpers import CALL_TIMEOUT_S, make_repository, start_server
+from cloud_helpers import CALL_TIMEOUT_S, start_server
 
 from cloud_service.launcher import TritonServer
 from cloud_service.security import TLSFiles, new_token
@@ -30,8 +30,7 @@ def triton_server(
     tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory, cloud_token: str
 ) -> Iterator[TritonServer]:
     """The tiny Qwen3 on a real tritonserver with a 2 GiB context cache and a random token."""
-    repository = make_repository(tiny_qwen3_dir, tmp_path_factory.mktemp("repo"))
-    server = start_server(repository, cloud_token)
+    server = start_server(tiny_qwen3_dir, tmp_path_factory.mktemp("repo"), cloud_token)
     try:
         yield server
     finally:

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cloud_helpers import CALL_TIMEOUT_S, MESSAGES, make_repository, metric, shm_files, start_server
+from cloud_helpers import CALL_TIMEOUT_S, MESSAGES, metric, shm_files, start_server
 
 from cloud_service import commands
 from cloud_service.repository import RepositorySettings, build_repository
@@ -105,7 +105,7 @@ def test_serve_starts_answers_and_stops_cleanly(tiny_qwen3_dir: Path, stop_signa
 def test_a_small_budget_evicts_old_contexts_and_bounds_memory(tiny_qwen3_dir: Path, tmp_path: Path) -> None:
     budget = 400_000  # bytes: about two contexts of ~190 tokens (1 KiB of KV per token)
     token = new_token()
-    server = start_server(make_repository(tiny_qwen3_dir, tmp_path, cache_budget_bytes=budget), token)
+    server = start_server(tiny_qwen3_dir, tmp_path, token, cache_budget_bytes=budget)
     try:
         with TritonLLM(CloudLinkConfig(server.grpc_url, token, timeout_s=CALL_TIMEOUT_S)) as llm:
             transcript = "Step 1: a line of reasoning that takes up some room. " * 3
@@ -127,7 +127,7 @@ def test_a_small_budget_evicts_old_contexts_and_bounds_memory(tiny_qwen3_dir: Pa
 @pytest.mark.slow
 def test_tls_on_grpc(tiny_qwen3_dir: Path, tmp_path: Path, self_signed_cert: TLSFiles) -> None:
     token = new_token()
-    server = start_server(make_repository(tiny_qwen3_dir, tmp_path), token, tls=self_signed_cert)
+    server = start_server(tiny_qwen3_dir, tmp_path, token, tls=self_signed_cert)
     try:
         secure = CloudLinkConfig(server.grpc_url, token, timeout_s=CALL_TIMEOUT_S,
                                  tls_root_cert=self_signed_cert.cert, gzip=True)

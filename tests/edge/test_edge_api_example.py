@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,10 +48,36 @@ def test_docstring_example_runs(slm_dir: Path, llm_dir: Path, capsys: pytest.Cap
     assert '"steps"' in str(namespace["trace_json"])
 
 
-def test_readme_examples_run(slm_dir: Path, llm_dir: Path) -> None:
+@pytest.fixture(scope="module")
+def local_cloud(llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """(gRPC url, edge token) of the tiny LLM on a real local tritonserver."""
+    from cloud_service.launcher import local_server
+    from cloud_service.repository import RepositorySettings
+    from cloud_service.security import new_token
+
+    token = new_token()
+    settings = RepositorySettings(link_model=True, intra_op_threads=1)
+    folder = tmp_path_factory.mktemp("readme_repo")
+    with local_server(llm_dir, folder, token=token, settings=settings) as server:
+        yield server.grpc_url, token
+
+
+@pytest.mark.triton
+def test_readme_example_runs_against_a_real_cloud(
+    slm_dir: Path, llm_dir: Path, local_cloud: tuple[str, str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     examples = readme_examples()
-    if not examples:
-        pytest.skip("the README shows no edge_client example yet")
-    for code in examples:
-        namespace = run_example(code, slm_dir, llm_dir)
-        assert any(isinstance(value, edge_client.RunResult) for value in namespace.values())
+    assert len(examples) == 1, "the README shows one edge_client example"
+    url, token = local_cloud
+    monkeypatch.setenv("GLIMP_EDGE_TOKEN", token)
+    namespace = run_example(examples[0].replace("127.0.0.1:8001", url), slm_dir, llm_dir)
+    result = namespace["result"]
+    assert isinstance(result, edge_client.RunResult)
+    # The answer came from the cloud over the resilient link, and the split printed is the trace's.
+    assert result.providers["llm"] == f"triton {url}"
+    assert result.answer_writer == "cloud" and result.totals.traffic.calls >= 1
+    assert result.totals.traffic.bytes_up > 0 and result.totals.traffic.bytes_down > 0
+    printed = capsys.readouterr().out
+    totals = result.totals
+    assert printed.strip() == f"{result.answer} {totals.cloud_steps}/{totals.steps} steps by the LLM".strip()

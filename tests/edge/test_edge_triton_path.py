@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from edge_helpers import CPU
 
-from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port
-from cloud_service.repository import RepositorySettings, build_repository
+from cloud_service.launcher import TritonServer, local_server
+from cloud_service.repository import RepositorySettings
 from cloud_service.security import new_token
 from edge_client import (
     EdgeRouter,
@@ -38,11 +38,9 @@ def token() -> str:
 @pytest.fixture(scope="module")
 def server(llm_dir: Path, tmp_path_factory: pytest.TempPathFactory, token: str) -> Iterator[TritonServer]:
     """The tiny Llama as the cloud LLM on a real tritonserver, with a random edge token."""
-    repository = build_repository(
-        llm_dir, tmp_path_factory.mktemp("edge_repo"), RepositorySettings(link_model=True, intra_op_threads=1)
-    )
-    config = ServerConfig(repository, grpc_port=pick_free_port(), metrics_port=pick_free_port(), token=token)
-    with TritonServer(config) as running:
+    settings = RepositorySettings(link_model=True, intra_op_threads=1)
+    folder = tmp_path_factory.mktemp("edge_repo")
+    with local_server(llm_dir, folder, token=token, settings=settings) as running:
         yield running
 
 

@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from link_helpers import server_config
+from link_helpers import link_server
 
 from cloud_service.launcher import TritonServer
-from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import new_token
 from onnx_lm import CausalLM, SessionConfig
 
@@ -25,23 +24,18 @@ def link_token() -> str:
 
 
 @pytest.fixture(scope="session")
-def link_repository(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model repository serving the tiny Qwen3 (one intra-op thread: two cores are shared)."""
-    settings = RepositorySettings(link_model=True, intra_op_threads=1)
-    return build_repository(tiny_qwen3_dir, tmp_path_factory.mktemp("link_repo"), settings)
-
-
-@pytest.fixture(scope="session")
-def shared_server(link_repository: Path, link_token: str) -> Iterator[TritonServer]:
+def shared_server(
+    tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory, link_token: str
+) -> Iterator[TritonServer]:
     """One server for the tests that do not kill or restart it."""
-    with TritonServer(server_config(link_repository, link_token)) as server:
+    with link_server(tiny_qwen3_dir, tmp_path_factory.mktemp("link_repo"), link_token) as server:
         yield server
 
 
 @pytest.fixture()
-def own_server(link_repository: Path, link_token: str) -> Iterator[TritonServer]:
+def own_server(tiny_qwen3_dir: Path, tmp_path: Path, link_token: str) -> Iterator[TritonServer]:
     """A server of this test alone (it may be killed); stopped and cleaned up afterwards."""
-    server = TritonServer(server_config(link_repository, link_token))
+    server = link_server(tiny_qwen3_dir, tmp_path / "repo", link_token)
     try:
         server.start()
         yield server

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.wire import WireCounter
-from cloud_service.launcher import ServerConfig, TritonServer, pick_free_port, remove_shm_files
+from cloud_service.launcher import TritonServer, local_server, remove_shm_files
+from cloud_service.repository import RepositorySettings
 from edge_client import AlwaysCloud, EdgeRouter, RouterConfig, StepSettings
 from edge_client.link import (
     CloudLinkConfig,
@@ -31,10 +32,11 @@ DELIMITER = "\n\n"  # the tiny models' step delimiter
 THINK_END = "</think>"
 
 
-def server_config(repository: Path, token: str | None, grpc_port: int | None = None) -> ServerConfig:
-    return ServerConfig(repository=repository, grpc_port=grpc_port or pick_free_port(),
-                        metrics_port=pick_free_port(), token=token, startup_timeout_s=120.0,
-                        stop_timeout_s=10.0)
+def link_server(model_dir: Path, folder: Path, token: str | None, **settings: object) -> TritonServer:
+    """An unstarted local server for the link tests (one intra-op thread: two cores are shared)."""
+    repository_settings = RepositorySettings(link_model=True, intra_op_threads=1, **settings)  # type: ignore[arg-type]
+    return local_server(model_dir, folder, token=token, settings=repository_settings,
+                        startup_timeout_s=120.0, stop_timeout_s=10.0)
 
 
 def sigkill(server: TritonServer) -> None:

@@ -17,12 +17,11 @@ from link_helpers import (
     check_steps_whole,
     connect,
     in_background,
-    server_config,
+    link_server,
     sigkill,
 )
 
 from cloud_service.launcher import TritonServer, pick_free_port
-from cloud_service.repository import RepositorySettings, build_repository
 from edge_client.errors import NotAuthorizedError
 from edge_client.link import BreakerState, CloudLinkConfig, ResilientConversation, TritonLink, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
@@ -50,10 +49,11 @@ def test_sigkill_mid_question_degrades_every_later_step_and_loses_none(
 
 
 def test_restart_resumes_cloud_steps_with_one_full_resend(
-    link_repository: Path, link_token: str, slm: CausalLM, record_property: Callable[[str, object], None]
+    tiny_qwen3_dir: Path, tmp_path: Path, link_token: str, slm: CausalLM,
+    record_property: Callable[[str, object], None],
 ) -> None:
-    config = server_config(link_repository, link_token)
-    servers = [TritonServer(config)]
+    servers = [link_server(tiny_qwen3_dir, tmp_path / "repo", link_token)]
+    config = servers[0].config
     ready_at: list[float] = []
 
     def restart() -> None:
@@ -117,9 +117,7 @@ def _crowd_out(url: str, token: str) -> None:
 @pytest.fixture()
 def small_cache_server(tiny_qwen3_dir: Path, tmp_path: Path, link_token: str) -> Iterator[TritonServer]:
     """A server whose cache holds about 300 tokens of the tiny model (about 1 KB each)."""
-    settings = RepositorySettings(link_model=True, intra_op_threads=1, cache_budget_bytes=300_000)
-    repository = build_repository(tiny_qwen3_dir, tmp_path / "repo", settings)
-    with TritonServer(server_config(repository, link_token)) as server:
+    with link_server(tiny_qwen3_dir, tmp_path / "repo", link_token, cache_budget_bytes=300_000) as server:
         yield server
 
 
