@@ -77,8 +77,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                       help="retries of a cloud call after a transport error that is safe to retry, within "
                            "its deadline (env GLIMP_RETRIES)")
     link.add_argument("--breaker-s", type=float, default=env_float("GLIMP_BREAKER_S", 2.0),
-                      help="after a cloud fault the SLM writes alone this long, then a probe asks the cloud "
-                           "again (env GLIMP_BREAKER_S)")
+                      help="after a cloud fault the SLM writes alone this long, then a health check asks the "
+                           "cloud again (env GLIMP_BREAKER_S)")
     link.add_argument("--keepalive-s", type=float, default=env_float("GLIMP_KEEPALIVE_S", 30.0),
                       help="ping an idle connection this often, seconds (env GLIMP_KEEPALIVE_S)")
     link.add_argument("--gzip", action="store_true", default=env_flag("GLIMP_GZIP"),

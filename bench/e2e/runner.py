@@ -42,7 +42,7 @@ from edge_client.config import RouterConfig, StepSettings
 from edge_client.link import ResilientLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
 from edge_client.loop import EdgeRouter, prompt_messages
-from edge_client.trace import Timing, cost_parts
+from edge_client.trace import cost_parts
 from glimp_common.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -222,9 +222,7 @@ class _Lane:
             closing = time.perf_counter()
             conversation.close()  # timed, as in the loop, which closes its context before returning
             close_s = time.perf_counter() - closing
-        timing, traffic = cost_parts([reply.cost])
-        timing = Timing(0.0, timing.network_s, timing.cloud_queue_s, timing.cloud_compute_s,
-                        time.perf_counter() - started)
+        timing, traffic = cost_parts([reply.cost], wall_s=time.perf_counter() - started)
         verdict = self.checker.check(reply.text, problem.answer)
         return from_one_call(problem.id, problem.answer, verdict, output=reply.text,
                              tokens=reply.cost.decode_tokens, timing=timing, traffic=traffic,

@@ -46,11 +46,10 @@ from edge_client.link.retry import RetryPolicy, retryable
 from edge_client.link.transport import CloudLinkConfig
 from edge_client.link.triton import TritonLLM
 from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest, empty_score_reply
-from onnx_lm import ChatMessage, SamplingParams
+from onnx_lm import GREEDY, ChatMessage
 
 log = logging.getLogger(__name__)
 
-_ABSORB_SAMPLING = SamplingParams(temperature=0.0, top_p=1.0, seed=0)  # unused by ABSORB, but required
 
 
 @dataclass(frozen=True)
@@ -236,7 +235,7 @@ class ResilientConversation:
         if transcript is None:
             return
         started = time.perf_counter()
-        request = LLMRequest(LLMAction.ABSORB, transcript, _ABSORB_SAMPLING)
+        request = LLMRequest(LLMAction.ABSORB, transcript, GREEDY)  # unused by ABSORB, but required
         with self._call_lock:
             try:
                 reply = self._call_guarded(request, started)

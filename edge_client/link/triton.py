@@ -15,11 +15,10 @@ from edge_client.errors import BadInputError, CloudError, NotAuthorizedError
 from edge_client.link.delta import TritonConversation
 from edge_client.link.transport import CloudLinkConfig, TritonLink
 from edge_client.llm_backend import LLMAction, LLMRequest
-from onnx_lm import ChatMessage, SamplingParams
+from onnx_lm import GREEDY, ChatMessage
 
 log = logging.getLogger(__name__)
 
-_GREEDY = SamplingParams(temperature=0.0, top_p=1.0, seed=0)
 
 
 class TritonLLM:
@@ -53,7 +52,7 @@ class TritonLLM:
         """A real tiny inference (create, write one token, close); its seconds. Raises CloudError."""
         started = time.perf_counter()
         conversation = self.open([ChatMessage("user", "ping")])
-        reply = conversation.call(LLMRequest(LLMAction.WRITE_STEP, "", _GREEDY, max_tokens=1),
+        reply = conversation.call(LLMRequest(LLMAction.WRITE_STEP, "", GREEDY, max_tokens=1),
                                   timeout_s=timeout_s)
         conversation.close()
         if reply.cost.decode_tokens != 1:
