@@ -21,6 +21,7 @@ from cloud_service.launcher import local_server
 from cloud_service.security import new_token
 from edge_client.link import CloudLinkConfig, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
+from glimp_common.env import env_int
 from onnx_lm import GREEDY, ChatMessage, TextCodec
 from onnx_lm.manifest import Manifest
 from protos import edge_cloud_v1_pb2 as pb
@@ -42,50 +43,61 @@ def transcript_of(codec: TextCodec, prompt: str, tokens: int, delimiter: str) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model_dir", type=Path)
-    env = os.environ.get
-    parser.add_argument("--transcript-tokens", type=int, default=int(env("GLIMP_MEASURE_TOKENS", "2000")),
+    parser.add_argument("--transcript-tokens", type=int, default=env_int("GLIMP_MEASURE_TOKENS", 2000),
                         help="tokens the cloud already holds (env GLIMP_MEASURE_TOKENS)")
-    parser.add_argument("--steps", type=int, default=int(env("GLIMP_MEASURE_STEPS", "5")),
+    parser.add_argument("--steps", type=int, default=env_int("GLIMP_MEASURE_STEPS", 5),
                         help="steps to take the median over (env GLIMP_MEASURE_STEPS)")
-    parser.add_argument("--max-tokens", type=int, default=int(env("GLIMP_MEASURE_MAX_TOKENS", "64")),
+    parser.add_argument("--max-tokens", type=int, default=env_int("GLIMP_MEASURE_MAX_TOKENS", 64),
                         help="tokens a step may write (env GLIMP_MEASURE_MAX_TOKENS)")
     args = parser.parse_args(argv)
-    manifest = Manifest.load(args.model_dir)
-    codec = TextCodec.load(args.model_dir, manifest)
-    prompt = codec.render_prompt(list(QUESTION))
-    delimiter = manifest.step_delimiter
-    transcript = transcript_of(codec, prompt, args.transcript_tokens, delimiter)
-    token = new_token()
-    with tempfile.TemporaryDirectory(prefix="glimp_measure_") as folder, \
-            local_server(args.model_dir, folder, token=token) as server:
-            print(f"start to ready: {server.ready_s:.2f} s")
-            with TritonLLM(CloudLinkConfig(server.grpc_url, token, timeout_s=300)) as llm:
-                _measure(llm, codec, prompt, transcript, delimiter, args)
+    measure(args.model_dir, transcript_tokens=args.transcript_tokens, steps=args.steps,
+            max_tokens=args.max_tokens)
     return 0
 
 
+def measure(model_dir: Path, *, transcript_tokens: int, steps: int, max_tokens: int) -> dict[str, float]:
+    """Start the model on a real local tritonserver, measure, print and return the figures."""
+    manifest = Manifest.load(model_dir)
+    codec = TextCodec.load(model_dir, manifest)
+    prompt = codec.render_prompt(list(QUESTION))
+    delimiter = manifest.step_delimiter
+    transcript = transcript_of(codec, prompt, transcript_tokens, delimiter)
+    token = new_token()
+    with tempfile.TemporaryDirectory(prefix="glimp_measure_") as folder, \
+            local_server(model_dir, folder, token=token) as server:
+        print(f"start to ready: {server.ready_s:.2f} s")
+        with TritonLLM(CloudLinkConfig(server.grpc_url, token, timeout_s=300)) as llm:
+            figures = _measure(llm, codec, prompt, transcript, delimiter, steps, max_tokens)
+        figures["start_to_ready_s"] = server.ready_s or 0.0
+    return figures
+
+
 def _measure(llm: TritonLLM, codec: TextCodec, prompt: str, transcript: str, delimiter: str,
-             args: argparse.Namespace) -> None:
+             steps: int, max_tokens: int) -> dict[str, float]:
     held_tokens = len(codec.encode(prompt + transcript)) - len(codec.encode(prompt))
     deltas, fulls, timings = [], [], []
-    for k in range(args.steps):
+    for k in range(steps):
         step_text = f"{delimiter}Step {1000 + k}: now we check the sum once more."
         conversation = llm.open(QUESTION)
         conversation.call(LLMRequest(LLMAction.ABSORB, transcript, GREEDY))  # the context the cloud holds
         view = conversation.server_view
         base = pb.TranscriptState(length_bytes=view.length_bytes, digest=view.digest)
-        delta = llm.link.exchange(_step(conversation.context_id, llm.client_key, args.max_tokens,
+        delta = llm.link.exchange(_step(conversation.context_id, llm.client_key, max_tokens,
                                         base=base, new_text=step_text))
         messages = [pb.ChatMessage(role=m.role, content=m.content) for m in QUESTION]
-        full = llm.link.exchange(_step(os.urandom(16).hex(), llm.client_key, args.max_tokens, create=True,
+        full = llm.link.exchange(_step(os.urandom(16).hex(), llm.client_key, max_tokens, create=True,
                                        messages=messages, new_text=transcript + step_text))
         deltas.append(delta.bytes_up)
         fulls.append(full.bytes_up)
         timings.append(delta.reply.result.timings)
+    delta_b, full_b = statistics.median(deltas), statistics.median(fulls)
     print(f"transcript held by the cloud: {held_tokens} tokens, {len(transcript.encode())} bytes of text")
-    print(f"uplink of one step: delta {statistics.median(deltas):.0f} B vs full resend "
-          f"{statistics.median(fulls):.0f} B ({statistics.median(fulls) / statistics.median(deltas):.0f}x)")
-    _print_timings(timings)
+    print(f"uplink of one step: delta {delta_b:.0f} B vs full resend {full_b:.0f} B "
+          f"({full_b / delta_b:.0f}x)")
+    figures = {"held_tokens": float(held_tokens), "delta_bytes_up": delta_b, "full_resend_bytes_up": full_b,
+               "steps": float(steps)}
+    figures.update(_timings(timings))
+    return figures
 
 
 def _step(context_id: str, client_key: bytes, max_tokens: int, **fields: object) -> pb.StepRequest:
@@ -93,17 +105,20 @@ def _step(context_id: str, client_key: bytes, max_tokens: int, **fields: object)
                           action=pb.WRITE_STEP, max_tokens=max_tokens, **fields)  # type: ignore[arg-type]
 
 
-def _print_timings(timings: list[pb.ServerTimings]) -> None:
+def _timings(timings: list[pb.ServerTimings]) -> dict[str, float]:
     def median(name: str) -> float:
-        return statistics.median(getattr(t, name) for t in timings)
+        return float(statistics.median(getattr(t, name) for t in timings))
 
-    decode_per_token_ms = 1000 * median("decode_s") / max(1.0, median("decode_tokens"))
+    names = ("prefill_tokens", "prefill_s", "reused_tokens", "decode_tokens", "decode_s", "compute_s",
+             "queue_s")
+    f = {name: median(name) for name in names}
+    per_token_ms = 1000 * f["decode_s"] / max(1.0, f["decode_tokens"])
     print(f"cloud step, server side (median of {len(timings)}): "
-          f"prefill {median('prefill_tokens'):.0f} tokens "
-          f"in {1000 * median('prefill_s'):.2f} ms (reused {median('reused_tokens'):.0f}); decode "
-          f"{median('decode_tokens'):.0f} tokens in {1000 * median('decode_s'):.2f} ms "
-          f"({decode_per_token_ms:.2f} ms/token); compute {1000 * median('compute_s'):.2f} ms, "
-          f"queue {1000 * median('queue_s'):.3f} ms")
+          f"prefill {f['prefill_tokens']:.0f} tokens in {1000 * f['prefill_s']:.2f} ms "
+          f"(reused {f['reused_tokens']:.0f}); decode {f['decode_tokens']:.0f} tokens "
+          f"in {1000 * f['decode_s']:.2f} ms ({per_token_ms:.2f} ms/token); "
+          f"compute {1000 * f['compute_s']:.2f} ms, queue {1000 * f['queue_s']:.3f} ms")
+    return {f"server_{name}": value for name, value in f.items()}
 
 
 if __name__ == "__main__":
