@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint
+.PHONY: setup demo test lint mutation
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,3 +26,11 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy glimp_common onnx_lm protos netem edge_client cloud_service export toy bench glimprouter
+
+# Mutation testing of the core modules (slow: tens of minutes on 2 cores; not part of CI).
+MUTATE := "edge_client.policies*" "edge_client.loop*" "edge_client.writers*" "edge_client.trace*" \
+	"onnx_lm.sampling*" "cloud_service.engines.*"
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[mutation]"
+	$(BIN)/mutmut run $(MUTATE)
+	$(BIN)/mutmut results
