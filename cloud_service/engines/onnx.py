@@ -97,6 +97,7 @@ class ServerContext:
         self.digest = TranscriptDigest((m.role, m.content) for m in messages)
         self.lm_ctx = lm_ctx
         self.rng: np.random.Generator | None = None  # created at the first write, then continued
+        self._rng_seed: int | None = None  # the seed `rng` was made from
         self._text_bytes = len(prompt_text.encode("utf-8"))
 
     @property
@@ -105,10 +106,15 @@ class ServerContext:
         return self.lm_ctx.nbytes + self._text_bytes + 8 * self.lm_ctx.length
 
     def rng_for(self, sampling: SamplingParams) -> np.random.Generator:
-        """The context's one random stream (stream LLM_STREAM of the seed of its first write)."""
-        if self.rng is None:
-            self.rng = make_rng(sampling, LLM_STREAM)
+        """The context's one random stream: stream LLM_STREAM of the call's seed, continued call after
+        call; a call under another seed than the stream's starts that seed's stream."""
+        if self.rng is None or sampling.seed != self._rng_seed:
+            self.rng, self._rng_seed = make_rng(sampling, LLM_STREAM), sampling.seed
         return self.rng
+
+    def take_stream(self, old: ServerContext) -> None:
+        """Continue `old`'s random stream: the same conversation, resent under its id."""
+        self.rng, self._rng_seed = old.rng, old._rng_seed
 
     def view(self) -> TranscriptView:
         return self.digest.view()
@@ -226,7 +232,7 @@ class Engine:
         if old is None:
             return ServerContext(call.messages, prompt, LMContext(self.lm))
         entry = ServerContext(call.messages, prompt, old.lm_ctx)
-        entry.rng = old.rng  # the same conversation resent: its random stream goes on
+        entry.take_stream(old)
         return entry
 
     def _model_view(self, entry: ServerContext, call: Call) -> str:

@@ -10,12 +10,18 @@ import time
 from pathlib import Path
 
 import pytest
-from scripted import EXPECTED_TEXT, SCRIPTS, script_checkpoint
+from scripted import (
+    EXPECTED_TEXT,
+    EXPORT_LOGS,
+    EXPORT_SECONDS,
+    SCRIPTS,
+    TokenizerLogRecords,
+    script_checkpoint,
+)
 
 from export.real_tokenizers import FetchError, build_checkpoint, fetch
 
 CACHE = Path(__file__).resolve().parents[2] / ".cache" / "tokenizers"
-EXPORT_SECONDS: dict[str, float] = {}  # family -> build + export time, for the report
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +45,9 @@ def _scripted_export(name: str, real_tokenizers: dict[str, Path], factory: pytes
         ids = tokenizer.encode(text, add_special_tokens=False).ids
         assert all(SCRIPTS[name].get(a) == b for a, b in zip(ids, ids[1:], strict=False)), (name, ids)
     script_checkpoint(checkpoint, SCRIPTS[name])
-    export_checkpoint(checkpoint, base / "onnx")
+    with TokenizerLogRecords() as records:
+        export_checkpoint(checkpoint, base / "onnx")
+    EXPORT_LOGS[name] = records.messages
     EXPORT_SECONDS[name] = time.perf_counter() - started
     return base / "onnx"
 
@@ -54,3 +62,10 @@ def qwen3_dir(real_tokenizers: dict[str, Path], tmp_path_factory: pytest.TempPat
 def llama3_dir(real_tokenizers: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Exported scripted Llama 3 (real Llama 3 tokenizer, no thinking markers, 128,256 logits)."""
     return _scripted_export("llama3", real_tokenizers, tmp_path_factory)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Report what the real-tokenizer checkpoints cost to build and export (CI time is tight)."""
+    if EXPORT_SECONDS:
+        figures = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in EXPORT_SECONDS.items())
+        terminalreporter.write_line(f"real-tokenizer checkpoints built and exported: {figures}")

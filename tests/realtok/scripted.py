@@ -13,6 +13,7 @@ merged delimiters: Qwen and Llama 3 both merge ".\\n\\n" into 382; ":\\n\\n" is 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 MARGIN = 8.0  # successor logit = MARGIN * sqrt(hidden): far above every other (entropy ~ 0)
@@ -72,3 +73,31 @@ def script_checkpoint(checkpoint: Path, script: dict[int, int]) -> None:
             embed[token, states[token]] = 1.0  # RMSNorm turns it into sqrt(hidden) * e_state
             head[successor, states[token]] += MARGIN
     model.save_pretrained(str(checkpoint))
+
+
+class TokenizerLogRecords(logging.Handler):
+    """Collects what transformers' tokenizer loader logs (where the Mistral-regex warning comes from).
+
+    transformers checks the regex only for vocabularies over 100,000 ids, so only exports on the
+    real tokenizers can show that warning.
+    """
+
+    LOGGER = "transformers.tokenization_utils_base"
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+    def __enter__(self) -> TokenizerLogRecords:
+        logging.getLogger(self.LOGGER).addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        logging.getLogger(self.LOGGER).removeHandler(self)
+
+
+EXPORT_SECONDS: dict[str, float] = {}  # name -> build + export time (reported at the end of the run)
+EXPORT_LOGS: dict[str, list[str]] = {}  # name -> what the tokenizer loader logged during the export

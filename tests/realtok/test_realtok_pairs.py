@@ -97,6 +97,17 @@ def test_manifests_carry_each_familys_markers(qwen3_dir: Path, llama3_dir: Path)
         assert manifest.parity["model"]["passed"] is True
 
 
+def test_exports_show_no_false_mistral_regex_warning(qwen3_dir: Path, llama3_dir: Path) -> None:
+    """transformers 4.57.6 flags any >100k-vocabulary checkpoint it saved itself as Mistral's."""
+    import logging
+
+    from scripted import EXPORT_LOGS, TokenizerLogRecords
+
+    assert set(EXPORT_LOGS) == {"qwen3", "llama3"}
+    assert [m for logs in EXPORT_LOGS.values() for m in logs if "incorrect regex pattern" in m] == []
+    assert logging.getLogger(TokenizerLogRecords.LOGGER).filters == []  # silenced during exports only
+
+
 # ---- the whole loop, a different family on each side ----------------------------------------
 
 def test_qwen3_slm_with_llama3_llm(qwen3_dir: Path, llama3_dir: Path) -> None:
@@ -181,3 +192,28 @@ def test_a_character_split_over_tokens_is_never_shown_half(qwen3_dir: Path) -> N
     ctx.append_token(246)  # the partial character's tokens now sit in the KV ...
     stats = ctx.sync(prompt + "")  # ... and the next sync to the stored text drops them
     assert ctx.token_ids == codec.encode(prompt) and stats.prefill_tokens == 1
+
+
+def test_the_cloud_engine_opens_and_closes_its_own_thinking(qwen3_dir: Path) -> None:
+    """The ONNX cloud engine renders with the Qwen3 LLM's template, opened, and closes before answering."""
+    import os
+    import secrets
+
+    from cloud_service.engines.onnx import Engine
+    from protos import edge_cloud_v1_pb2 as pb
+
+    engine = Engine(CausalLM.load(qwen3_dir, CPU))
+    messages = [pb.ChatMessage(role="user", content=QUESTION)]
+
+    def create(action: pb.Action, new_text: str) -> pb.StepResult:
+        request = pb.StepRequest(
+            protocol_version=1, context_id=secrets.token_hex(16), client_key=os.urandom(32), create=True,
+            messages=messages, action=action, new_text=new_text, max_tokens=8,
+        )
+        return engine.handle(request).result
+
+    assert create(pb.WRITE_STEP, "").text == "First step."  # its view starts inside "<think>\n"
+    # A transcript from an SLM without markers: the engine closes its own block, not committed.
+    answer = create(pb.WRITE_ANSWER, "First step.\n\nThen more:\n\n")
+    assert answer.text == "\n\n42"
+    assert answer.state.length_bytes == len(b"First step.\n\nThen more:\n\n\n\n42")
