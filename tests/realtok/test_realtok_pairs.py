@@ -20,6 +20,8 @@ from edge_client.trace import AnswerStarted, Event, RunResult, StepStarted, Text
 from onnx_lm import GREEDY, CausalLM, ChatMessage, SessionConfig
 from onnx_lm.manifest import Manifest
 
+pytestmark = pytest.mark.slow  # two exports over a 152k / 128k vocabulary (about 15-30 s each here)
+
 CPU = SessionConfig(providers="cpu", intra_op_threads=1)
 QUESTION = "What is 6*7?"
 SETTINGS = StepSettings(temperature=0.6, top_p=0.95, max_step_tokens=16, budget_tokens=64,
