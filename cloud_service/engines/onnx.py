@@ -2,9 +2,16 @@
 
 Contexts are keyed by (sha256(client_key), context_id): another credential's context is simply
 unknown. Each holds the prompt messages, the appended text and its digest (the *committed*
-state) and an `LMContext` (the KV cache). The KV is only a cache, brought in line with the
-committed text by `LMContext.sync` (longest common token prefix), so a failed or cancelled call
-never changes what the client and server agree on: state is committed only at the very end.
+state), an `LMContext` (the KV cache) and its own random stream (created at its first write
+from the call's seed, then continued call after call, as the in-process LLM does per
+conversation; a failed call puts the stream back where it was). The KV is only a cache,
+brought in line with the committed text by `LMContext.sync` (longest common token prefix), so a
+failed or cancelled call never changes what the client and server agree on: state is committed
+only at the very end.
+
+The model's view is its own prompt + the committed text; before an answer it closes its own
+thinking block if that view is still inside one (`TextCodec.closing_for_answer`): the edge's
+transcript may come from a model with other markers, or none. The closing is not committed.
 
 `model.py` (the Triton adapter) maps `InvalidRequest` to INVALID_ARG and `RequestCancelled` to
 CANCELLED; the benchmark and unit tests drive the engine in process.
@@ -20,15 +27,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from cloud_service.engines.context_store import ContextStore, StoreLimits, StoreStats
 from cloud_service.errors import InvalidRequest
 from cloud_service.serving_config import ServingConfig
 from cloud_service.validation import Call, parse_request, validate
 from glimp_common.errors import GlimpError
 from onnx_lm import (
+    LLM_STREAM,
     CausalLM,
     ChatMessage,
     LMContext,
+    SamplingParams,
     SessionConfig,
     StopCriteria,
     StopReason,
@@ -85,12 +96,25 @@ class ServerContext:
         self.text = ""  # appended text committed so far
         self.digest = TranscriptDigest((m.role, m.content) for m in messages)
         self.lm_ctx = lm_ctx
+        self.rng: np.random.Generator | None = None  # created at the first write, then continued
+        self._rng_seed: int | None = None  # the seed `rng` was made from
         self._text_bytes = len(prompt_text.encode("utf-8"))
 
     @property
     def nbytes(self) -> int:
         """KV bytes + text bytes + token ids (8 bytes each, as the int64s they become)."""
         return self.lm_ctx.nbytes + self._text_bytes + 8 * self.lm_ctx.length
+
+    def rng_for(self, sampling: SamplingParams) -> np.random.Generator:
+        """The context's one random stream: stream LLM_STREAM of the call's seed, continued call after
+        call; a call under another seed than the stream's starts that seed's stream."""
+        if self.rng is None or sampling.seed != self._rng_seed:
+            self.rng, self._rng_seed = make_rng(sampling, LLM_STREAM), sampling.seed
+        return self.rng
+
+    def take_stream(self, old: ServerContext) -> None:
+        """Continue `old`'s random stream: the same conversation, resent under its id."""
+        self.rng, self._rng_seed = old.rng, old._rng_seed
 
     def view(self) -> TranscriptView:
         return self.digest.view()
@@ -145,7 +169,7 @@ class Engine:
             entry = self._resolve(call, started)
             if isinstance(entry, pb.ContextMismatch):
                 return pb.StepReply(mismatch=entry)
-            full_text = entry.prompt_text + entry.text + call.new_text
+            full_text = self._model_view(entry, call)
             room = self._room_after(full_text, call)
             try:
                 result = self._run(call, entry, full_text, room, is_cancelled)
@@ -205,7 +229,19 @@ class Engine:
             raise InvalidRequest(f"the prompt messages do not fit the model's chat template: {exc}") from exc
         # Re-creating a context under the same id keeps its KV: the resend shares the prompt prefix.
         old = self.store.peek(call.key)
-        return ServerContext(call.messages, prompt, old.lm_ctx if old is not None else LMContext(self.lm))
+        if old is None:
+            return ServerContext(call.messages, prompt, LMContext(self.lm))
+        entry = ServerContext(call.messages, prompt, old.lm_ctx)
+        entry.take_stream(old)
+        return entry
+
+    def _model_view(self, entry: ServerContext, call: Call) -> str:
+        """The text the model continues: its prompt, the transcript, and before an answer its own
+        closing of a thinking block the transcript left open (not committed)."""
+        text = entry.prompt_text + entry.text + call.new_text
+        if call.action == pb.WRITE_ANSWER:
+            text += self.lm.tokenizer.closing_for_answer(text)
+        return text
 
     def _run(self, call: Call, entry: ServerContext, full_text: str, room: int,
              is_cancelled: CancelCheck | None) -> pb.StepResult:
@@ -219,8 +255,14 @@ class Engine:
         self._count(reused=synced.reused_tokens, prefill=synced.prefill_tokens)
         result = pb.StepResult(stop_reason=pb.ABSORBED)
         if call.writes:
-            gen = decode_until(entry.lm_ctx, call.sampling, self._stops(call, room), make_rng(call.sampling),
-                               on_text=_cancel_guard(is_cancelled, self._clock))
+            rng = entry.rng_for(call.sampling)
+            drawn_from = rng.bit_generator.state
+            try:
+                gen = decode_until(entry.lm_ctx, call.sampling, self._stops(call, room), rng,
+                                   on_text=_cancel_guard(is_cancelled, self._clock))
+            except BaseException:
+                rng.bit_generator.state = drawn_from  # nothing committed: the retry draws the same
+                raise
             result.text, result.stop_reason = gen.text, _STOP_REASONS[gen.stop_reason]
             result.stop_string = gen.stop_string or ""
             timings.decode_tokens, timings.decode_s = gen.num_tokens, gen.decode_s

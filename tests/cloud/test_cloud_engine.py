@@ -171,6 +171,8 @@ def _with_delimiter(model_dir: Path, folder: Path, delimiter: str) -> Path:
     shutil.copytree(model_dir, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["step_delimiter"] = delimiter
+    # No thinking block: an answer would otherwise first close it (test_realtok_pairs covers that).
+    manifest["think_start"] = None
     (copy / "manifest.json").write_text(json.dumps(manifest))
     return copy
 
@@ -275,3 +277,43 @@ def test_invalid_requests_are_refused_with_a_reason(engine: Engine, name: str, m
 def test_undecodable_bytes_are_refused(engine: Engine) -> None:
     with pytest.raises(InvalidRequest, match="not a serialized"):
         engine.handle_bytes(b"\xff\xff\xff garbage")
+
+
+def test_one_random_stream_per_context_as_the_in_process_llm(engine: Engine, lm: CausalLM) -> None:
+    """Under one seed, call after call, the engine draws what the in-process LLM draws."""
+    from edge_client.in_process_llm import InProcessLLM
+    from edge_client.llm_backend import LLMAction, LLMRequest
+    from onnx_lm import SamplingParams
+
+    sampling = pb.Sampling(temperature=1.0, top_p=1.0, seed=7)
+    ids = new_ids()
+    first = create(engine, ids, "Step 1:", action=pb.WRITE_ANSWER, max_tokens=6, sampling=sampling)
+    second = follow(engine, ids, first.state, " then", action=pb.WRITE_ANSWER, max_tokens=6,
+                    sampling=sampling).result
+    local = InProcessLLM(lm).open(list(MESSAGES))
+    params = SamplingParams(temperature=1.0, top_p=1.0, seed=7)
+    texts = []
+    for transcript in ("Step 1:", "Step 1:" + first.text + " then"):
+        reply = local.call(LLMRequest(LLMAction.WRITE_ANSWER, transcript, params, (), 6))
+        texts.append(reply.text)
+    assert [first.text, second.text] == texts
+    # A stream restarted per call would repeat the first call's draws on the second.
+    assert second.text != create(engine, new_ids(), "Step 1:" + first.text + " then", action=pb.WRITE_ANSWER,
+                                 max_tokens=6, sampling=sampling).text
+
+
+def test_a_cancelled_call_leaves_the_random_stream_where_it_was(lm: CausalLM) -> None:
+    sampling = pb.Sampling(temperature=1.0, top_p=1.0, seed=11)
+
+    def two_writes(engine: Engine, cancel_second_once: bool) -> str:
+        ids = new_ids()
+        state = create(engine, ids, "Step 1:", action=pb.WRITE_ANSWER, max_tokens=4, sampling=sampling).state
+        second = step_request(*ids, base=state, new_text=" a", action=pb.WRITE_ANSWER, max_tokens=20,
+                              sampling=sampling)
+        if cancel_second_once:
+            with pytest.raises(RequestCancelled):
+                engine.handle(second, is_cancelled=lambda: True)
+        return engine.handle(second).result.text
+
+    ticking = Engine(lm, clock=Clock(tick_s=1.0))  # the cancel check fires on its first poll
+    assert two_writes(ticking, cancel_second_once=True) == two_writes(Engine(lm), cancel_second_once=False)

@@ -196,6 +196,7 @@ def test_a_plain_prompt_template_and_its_own_delimiter_and_marker(
         prompt_template="Q:{question}\n",
         step_delimiter="\n",
         think_end="A:",
+        think_start=None,  # as the toy pair: no thinking block to open
     )
     router = EdgeRouter.from_folders(toy, llm, RouterConfig(AlwaysLocal(), settings(max_step_tokens=4)), CPU)
     result = router.answer("12+30")
