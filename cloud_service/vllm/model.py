@@ -71,8 +71,9 @@ class TritonPythonModel:
             model_dir = Path(args["model_repository"]) / model_dir
         # Read by vLLM's CPU worker when it sizes the KV cache (GiB); set before vLLM is imported.
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = params.get("KV_CACHE_GIB", "1")
-        # Engine processes spawned from here die with their parent (see cloud_service/vllm/hygiene.py).
-        os.environ["GLIMP_DIE_WITH_PARENT"] = "1"
+        # Engine processes spawned from here die with their parent (see cloud_service/vllm/hygiene.py);
+        # DIE_WITH_PARENT=0 turns that off (only to show what it prevents).
+        os.environ["GLIMP_DIE_WITH_PARENT"] = "0" if params.get("DIE_WITH_PARENT", "1") == "0" else "1"
         from vllm import SamplingParams
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.sampling_params import RequestOutputKind

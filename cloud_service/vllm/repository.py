@@ -37,6 +37,7 @@ class VllmSettings:
     text_budget_bytes: int = 256 << 20
     idle_ttl_s: float = 900.0
     link_model: bool = False  # symlink the checkpoint instead of copying it (not self-contained)
+    die_with_parent: bool = True  # engine processes get PR_SET_PDEATHSIG (see hygiene.py)
 
     def __post_init__(self) -> None:
         if not self.kv_cache_gib > 0:
@@ -58,6 +59,7 @@ class VllmSettings:
             "MAX_CONTEXTS": str(self.max_contexts),
             "TEXT_BUDGET_BYTES": str(self.text_budget_bytes),
             "IDLE_TTL_S": _number(self.idle_ttl_s),
+            "DIE_WITH_PARENT": "1" if self.die_with_parent else "0",
         }
 
 

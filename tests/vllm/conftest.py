@@ -42,11 +42,11 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     base = tmp_path_factory.mktemp("vllm_repo")
     repository = build_repository(TOY_LLM_HF, base / "repository",
                                   VllmSettings(prompt_template="Q:{question}\n", kv_cache_gib=1))
-    server = VllmTritonServer(VllmServerConfig(repository=repository, venv=CLOUD_VENV,
+    server = VllmTritonServer(VllmServerConfig(repository=repository, venv=CLOUD_VENV, exit_timeout_s=5,
                                                log_file=base / "tritonserver.log"))
     try:
         server.start()
         yield server
     finally:
-        server.stop(signal.SIGTERM, 60)
+        server.stop(signal.SIGTERM, 10)
         server.cleanup()

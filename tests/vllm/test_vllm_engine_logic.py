@@ -98,7 +98,8 @@ def sampling(**kwargs: Any) -> Any:
 
 def make_engine(llm: FakeLLM, window: int = 128) -> VllmEngine:
     return VllmEngine(llm, CharTokenizer(), sampling,
-                      EngineSettings(window_tokens=window, prompt=PromptFormat(prompt_template="Q:{question}\n")))
+                      EngineSettings(window_tokens=window,
+                                     prompt=PromptFormat(prompt_template="Q:{question}\n")))
 
 
 KEY = os.urandom(32)
@@ -106,13 +107,13 @@ CID = os.urandom(16).hex()
 QUESTION = "59-7*6+74"
 
 
-def create(action: int = pb.WRITE_STEP, key: bytes = KEY, cid: str = CID, **kw: Any) -> pb.StepRequest:
+def create(action: Any = pb.WRITE_STEP, key: bytes = KEY, cid: str = CID, **kw: Any) -> pb.StepRequest:
     return pb.StepRequest(protocol_version=1, context_id=cid, client_key=key, create=True,
                           messages=[pb.ChatMessage(role="user", content=QUESTION)], action=action,
                           max_tokens=kw.pop("max_tokens", 32), **kw)
 
 
-def follow(state: pb.TranscriptState, new_text: str, action: int = pb.WRITE_STEP, key: bytes = KEY,
+def follow(state: pb.TranscriptState, new_text: str, action: Any = pb.WRITE_STEP, key: bytes = KEY,
            cid: str = CID, **kw: Any) -> pb.StepRequest:
     if action in (pb.WRITE_STEP, pb.WRITE_ANSWER):
         kw.setdefault("max_tokens", 32)
@@ -211,8 +212,9 @@ def test_window_refusal_matches_the_onnx_engine() -> None:
 
     async def scenario() -> None:
         state = (await engine.handle(create(max_tokens=1))).result.state
-        with pytest.raises(InvalidRequest, match=r"the context would hold 17 tokens, but the model's window is "
-                                                 r"16 tokens and a write needs room for at least one more"):
+        with pytest.raises(InvalidRequest, match=r"the context would hold 17 tokens, but the model's "
+                                                 r"window is 16 tokens and a write needs room for at "
+                                                 r"least one more"):
             await engine.handle(follow(state, "x" * 4))
 
     run(scenario())
@@ -256,7 +258,8 @@ def test_one_context_is_serialized_and_many_contexts_run_together() -> None:
         state = (await engine.handle(create())).result.state
         same = await asyncio.gather(*(engine.handle(follow(state, "\n")) for _ in range(3)))
         assert sum(r.HasField("result") for r in same) == 1  # the others see the first one's commit
-        assert all(r.mismatch.kind == pb.ContextMismatch.LENGTH_MISMATCH for r in same if r.HasField("mismatch"))
+        kinds = [r.mismatch.kind for r in same if r.HasField("mismatch")]
+        assert kinds == [pb.ContextMismatch.LENGTH_MISMATCH] * 2
         llm.peak = 0
         many = await asyncio.gather(*(engine.handle(create(cid=os.urandom(16).hex())) for _ in range(8)))
         assert all(r.result.text == "52=59-7" for r in many)
