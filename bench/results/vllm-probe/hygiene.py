@@ -5,7 +5,8 @@
 SCENARIO: sigterm-open-stream (SIGTERM while an edge's stream is open), sigterm-closed (no open
 stream), sigkill-server (SIGKILL of tritonserver alone), sigkill-stub (SIGKILL of the python stub).
 Prints the process tree before, then every second what is still alive (pid, ppid, RSS, command),
-for up to 60 s, and kills any survivor at the end (only pids of this server's tree).
+for up to 60 s, and kills any survivor at the end (only pids of this server's tree); then lists the
+vLLM shared-memory segments this run created and nobody removed.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def describe(pid: int) -> str:
     return f"{pid} ppid={ppid} rss={int(rss) // 1024}MB {cmdline(pid)[:90]}"
 
 
+def psm_files() -> dict[str, int]:
+    """multiprocessing.shared_memory segments (vLLM's message queues) in /dev/shm."""
+    return {p.name: p.stat().st_size for p in Path("/dev/shm").glob("psm_*")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("scenario", choices=["sigterm-open-stream", "sigterm-closed", "sigkill-server",
@@ -49,6 +55,7 @@ def main() -> None:
     server = VllmTritonServer(VllmServerConfig(repository=repository, log_file=work / "tritonserver.log",
                                                exit_timeout_s=args.exit_timeout))
     print(f"scenario {args.scenario}, pdeathsig {'off' if args.no_pdeathsig else 'on'}", flush=True)
+    shm_before = set(psm_files())
     print(f"ready in {server.start():.1f} s", flush=True)
     pids = server.tree_pids()
     for pid in pids:
@@ -95,8 +102,10 @@ def main() -> None:
         client.close()
     server.stop(signal.SIGKILL, 10)
     server.cleanup()
-    print("shm left:", sorted(p.name for p in Path("/dev/shm").iterdir() if "psm_" in p.name
-                              or server.config.shm_prefix in p.name)[:10])
+    time.sleep(2.0)
+    leaked = {name: size for name, size in psm_files().items() if name not in shm_before}
+    print("vLLM shared memory (/dev/shm/psm_*) created by this run and left behind:",
+          {name: f"{size >> 20} MiB" for name, size in leaked.items()} or "none")
 
 
 if __name__ == "__main__":

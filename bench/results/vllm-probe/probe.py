@@ -30,8 +30,9 @@ from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import TranscriptDigest
 
 REPO = Path(__file__).resolve().parents[3]
-PROBLEMS = [json.loads(line) for line in (REPO / "models/toy-pair/data/test.jsonl").read_text().splitlines()]
-LEVELS = {1: 8, 8: 32, 32: 64}  # concurrent sessions -> problems solved at that level
+PROBLEMS = [json.loads(line) for name in ("test", "dev")
+            for line in (REPO / f"models/toy-pair/data/{name}.jsonl").read_text().splitlines()]
+LEVELS = {1: 16, 8: 64, 32: 192}  # concurrent sessions -> problems solved at that level (all distinct)
 
 
 def step_request(ctx: dict[str, Any], new_text: str) -> pb.StepRequest:
@@ -76,11 +77,8 @@ def level(url: str, sessions: int, problems: list[dict[str, Any]]) -> dict[str, 
     try:
         queue = list(enumerate(problems))
 
-        def worker(i: int) -> list[list[dict[str, Any]]]:
-            done = []
-            for _, problem in queue[i::sessions]:
-                done.append(solve(clients[i], problem))
-            return done
+        def worker(i: int) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+            return [(problem, solve(clients[i], problem)) for _, problem in queue[i::sessions]]
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(sessions) as pool:
@@ -89,9 +87,9 @@ def level(url: str, sessions: int, problems: list[dict[str, Any]]) -> dict[str, 
     finally:
         for client in clients:
             client.close()
-    calls = [c for problem in results for c in problem]
+    calls = [c for _, problem_calls in results for c in problem_calls]
     latencies = [c["latency_s"] for c in calls]
-    right = sum(p[-1]["text"] == f"A:{q['answer']}" for p, q in zip(results, problems, strict=False))
+    right = sum(pc[-1]["text"] == f"A:{q['answer']}" for q, pc in results)
     return {"sessions": sessions, "problems": len(problems), "calls": len(calls),
             "wall_s": round(wall, 3),
             "decode_tokens": sum(c["decode"] for c in calls),
