@@ -150,6 +150,7 @@ class TritonPythonModel:
         except InvalidRequest as exc:
             response = _error(str(exc), pb_utils.TritonError.INVALID_ARG)
         except RequestCancelled as exc:
+            log.info("glimp_llm: a call was cancelled by its client; nothing committed")
             response = _error(str(exc), pb_utils.TritonError.CANCELLED)
         except Exception as exc:  # a bug or an engine failure: the caller must not see a traceback
             log.exception("glimp_llm failed on a request")

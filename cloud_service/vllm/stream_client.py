@@ -84,6 +84,14 @@ class StreamClient:
         return self.submit(step).result(timeout_s)
 
     def close(self) -> None:
+        """Half-close the stream, wait for the replies still due, close the channel."""
+        self._outbox.put(_END)
+        self._reader.join(10.0)
+        self._channel.close()
+
+    def cancel(self) -> None:
+        """Cancel the stream now: calls in flight are cancelled on the server and fail here."""
+        self._responses.cancel()
         self._outbox.put(_END)
         self._reader.join(10.0)
         self._channel.close()

@@ -168,6 +168,38 @@ def test_16_concurrent_contexts_solve_their_problems(client: StreamClient) -> No
     print(f"16 contexts, {sum(len(s) for s, _ in solved)} steps in {elapsed:.2f} s, {right}/16 right")
 
 
+def test_a_cancelled_stream_commits_nothing_half_done(vllm_server: Any) -> None:
+    """Calls in flight when their stream is cancelled either finished whole or changed nothing."""
+    problems = PROBLEMS[40:56]
+    with StreamClient(vllm_server.config.grpc_url, timeout_s=600) as setup:
+        contexts = []
+        for problem in problems:
+            ctx = Context(problem["question"])
+            ctx.accept(setup.call(ctx.request(pb.WRITE_STEP)), "")
+            contexts.append(ctx)
+    doomed = StreamClient(vllm_server.config.grpc_url, timeout_s=600)
+    futures = [doomed.submit(ctx.request(pb.WRITE_STEP, "\n")) for ctx in contexts]
+    time.sleep(0.03)  # let the calls reach the model: a cancel before that is trivially clean
+    doomed.cancel()
+    cancelled = sum(1 for f in futures if f.exception() is not None)
+    untouched = 0
+    with StreamClient(vllm_server.config.grpc_url, timeout_s=600) as check:
+        for ctx in contexts:
+            reply = check.call(ctx.request(pb.ABSORB, ""))
+            if reply.HasField("result"):
+                untouched += 1
+                continue
+            # Finished before the cancel reached it: the whole step is committed, nothing less.
+            held, base = reply.mismatch.server_state.length_bytes, ctx.digest.view().length_bytes
+            assert reply.mismatch.kind == pb.ContextMismatch.LENGTH_MISMATCH
+            assert held > base + 1, (held, base)
+    time.sleep(1.0)
+    seen = vllm_server.log_path.read_text(errors="replace").count("was cancelled by its client")
+    print(f"{cancelled} of {len(contexts)} calls cancelled on the client, {untouched} contexts untouched, "
+          f"{seen} cancellations seen by the model")
+    assert cancelled > 0, "the stream was cancelled before any reply could arrive"
+
+
 def test_a_stop_leaves_no_engine_process(vllm_server: Any, client: StreamClient) -> None:
     """Last: stops the session's server the way `glimp serve` must, with this test's stream still open.
 
