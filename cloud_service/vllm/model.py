@@ -1,0 +1,194 @@
+"""Triton python-backend model `glimp_llm` on vLLM: decoupled, one coroutine per request.
+
+The shape of Triton's own vllm_backend (src/model.py): vLLM's V1 `AsyncLLM` is created in
+`initialize` on an asyncio loop that runs in a thread of its own; `execute` hands each request to
+that loop as a coroutine and returns at once, so requests of every context run concurrently and
+vLLM batches them (continuous batching, chunked prefill, automatic prefix caching). The contract is
+the ONNX engine's, byte for byte: input REQUEST (one serialized glimp.v1.StepRequest, BYTES [1]),
+output REPLY (one serialized glimp.v1.StepReply), the same refusals with the same codes
+(InvalidRequest -> INVALID_ARG, RequestCancelled -> CANCELLED, anything else -> INTERNAL). Being
+decoupled, each request is answered by one response sent with TRITONSERVER_RESPONSE_COMPLETE_FINAL;
+a unary ModelInfer on a decoupled model gets UNIMPLEMENTED from Triton, so clients use the streaming
+RPC (ModelStreamInfer).
+
+All contract logic lives in `cloud_service.vllm.engine` (installed in the environment the stub
+runs: the first `python3` on the server's PATH). Parameters (config.pbtxt, all strings):
+MODEL_DIR (HF checkpoint folder, relative to this model's folder), KV_CACHE_GIB
+(VLLM_CPU_KVCACHE_SPACE), MAX_MODEL_LEN (0: the checkpoint's), MAX_NUM_SEQS, DTYPE,
+PROMPT_TEMPLATE / STEP_DELIMITER (the ONNX manifest's fields, for folders without a chat
+template), MAX_CONTEXTS, TEXT_BUDGET_BYTES, IDLE_TTL_S.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import locale
+import os
+
+# The stub's embedded Python starts with an ASCII preferred encoding even under LANG=C.UTF-8, and
+# `import vllm` then fails inside torch (UnicodeDecodeError: 'ascii' codec). Fix it before any import.
+with contextlib.suppress(locale.Error):  # a system without the C.UTF-8 locale keeps its own
+    locale.setlocale(locale.LC_CTYPE, "C.UTF-8")
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from cloud_service.errors import InvalidRequest  # noqa: E402
+from cloud_service.vllm.contexts import TableLimits  # noqa: E402
+from cloud_service.vllm.engine import EngineSettings, PromptFormat, RequestCancelled, VllmEngine  # noqa: E402
+from protos.contract import REPLY_TENSOR, REQUEST_TENSOR  # noqa: E402
+
+log = logging.getLogger("glimp_llm")
+
+_START_TIMEOUT_S = 900.0  # vLLM start (model load, KV allocation); torch.compile is off (enforce_eager)
+_STOP_TIMEOUT_S = 30.0
+
+
+def _params(model_config: dict[str, Any]) -> dict[str, str]:
+    return {key: value["string_value"] for key, value in model_config.get("parameters", {}).items()}
+
+
+class TritonPythonModel:
+    """The `glimp_llm` model, vLLM engine."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+        config = json.loads(args["model_config"])
+        if not pb_utils.using_decoupled_model_transaction_policy(config):
+            raise pb_utils.TritonModelException(
+                "the vllm engine needs model_transaction_policy { decoupled: true } in config.pbtxt")
+        params = _params(config)
+        model_dir = Path(params.get("MODEL_DIR", "llm"))
+        if not model_dir.is_absolute():
+            model_dir = Path(args["model_repository"]) / model_dir
+        # Read by vLLM's CPU worker when it sizes the KV cache (GiB); set before vLLM is imported.
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = params.get("KV_CACHE_GIB", "1")
+        # Engine processes spawned from here die with their parent (see cloud_service/vllm/hygiene.py);
+        # DIE_WITH_PARENT=0 turns that off (only to show what it prevents).
+        os.environ["GLIMP_DIE_WITH_PARENT"] = "0" if params.get("DIE_WITH_PARENT", "1") == "0" else "1"
+        from vllm import SamplingParams
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        max_model_len = int(params.get("MAX_MODEL_LEN", "0")) or None
+        engine_args = AsyncEngineArgs(
+            model=str(model_dir), tokenizer=str(model_dir),
+            dtype=params.get("DTYPE", "auto"),
+            max_model_len=max_model_len,
+            max_num_seqs=int(params.get("MAX_NUM_SEQS", "64")),
+            block_size=32,  # the CPU attention backend takes multiples of 32 only
+            enable_prefix_caching=True,  # the KV half of the context cache
+            enforce_eager=True,  # no torch.compile: minutes of start-up on these CPUs
+            seed=0,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="glimp-vllm-loop", daemon=True)
+        self._thread.start()
+
+        async def start() -> Any:
+            return AsyncLLM.from_engine_args(engine_args)
+
+        started = time.perf_counter()
+        self._llm = asyncio.run_coroutine_threadsafe(start(), self._loop).result(_START_TIMEOUT_S)
+        window = int(self._llm.model_config.max_model_len)
+        tokenizer = self._load_tokenizer(model_dir)
+
+        def make_sampling(*, max_tokens: int, temperature: float, top_p: float, seed: int | None,
+                          stop: list[str] | None, prompt_logprobs: int | None = None) -> Any:
+            return SamplingParams(
+                n=1, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                stop=stop, include_stop_str_in_output=False, prompt_logprobs=prompt_logprobs,
+                output_kind=RequestOutputKind.DELTA,
+            )
+
+        settings = EngineSettings(
+            window_tokens=window,
+            prompt=PromptFormat(
+                prompt_template=params.get("PROMPT_TEMPLATE", "{question}"),
+                step_delimiter=params.get("STEP_DELIMITER", "\n"),
+            ),
+            table=TableLimits(
+                max_contexts=int(params.get("MAX_CONTEXTS", "65536")),
+                text_budget_bytes=int(params.get("TEXT_BUDGET_BYTES", str(256 << 20))),
+                idle_ttl_s=float(params.get("IDLE_TTL_S", "900")),
+            ),
+        )
+        self.engine = VllmEngine(self._llm, tokenizer, make_sampling, settings)
+        asyncio.run_coroutine_threadsafe(self.engine.warm_up(), self._loop).result(_START_TIMEOUT_S)
+        log.info("glimp_llm (vllm) serving %s: window %d tokens, KV %s GiB, started in %.1f s",
+                 model_dir, window, os.environ["VLLM_CPU_KVCACHE_SPACE"], time.perf_counter() - started)
+
+    @staticmethod
+    def _load_tokenizer(model_dir: Path) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(model_dir))
+
+    def execute(self, requests: list[Any]) -> None:
+        received_s = time.monotonic()
+        for request in requests:
+            asyncio.run_coroutine_threadsafe(self._serve(request, received_s), self._loop)
+        return None
+
+    async def _serve(self, request: Any, received_s: float) -> None:
+        sender = request.get_response_sender()
+        try:
+            data = _request_bytes(request)
+            reply = await self.engine.handle_bytes(data, received_s=received_s,
+                                                   is_cancelled=sender.is_cancelled)
+            response = pb_utils.InferenceResponse(
+                output_tensors=[pb_utils.Tensor(REPLY_TENSOR, np.array([reply], dtype=np.object_))])
+        except InvalidRequest as exc:
+            response = _error(str(exc), pb_utils.TritonError.INVALID_ARG)
+        except RequestCancelled as exc:
+            log.info("glimp_llm: a call was cancelled by its client; nothing committed")
+            response = _error(str(exc), pb_utils.TritonError.CANCELLED)
+        except Exception as exc:  # a bug or an engine failure: the caller must not see a traceback
+            log.exception("glimp_llm failed on a request")
+            response = _error(f"internal error in glimp_llm ({type(exc).__name__}); see the server log",
+                              pb_utils.TritonError.INTERNAL)
+        try:
+            sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        except Exception:  # the client is gone (cancelled stream): nothing left to tell it
+            log.warning("glimp_llm could not send a reply", exc_info=True)
+
+    def finalize(self) -> None:
+        log.info("glimp_llm (vllm) unloading: %s", self.engine.stats() if hasattr(self, "engine") else "-")
+        llm = getattr(self, "_llm", None)
+        if llm is not None:
+            # AsyncLLM.shutdown stops EngineCore and its workers (they also die with this process:
+            # see hygiene.py); run it on the loop that owns the engine's output task.
+            async def stop() -> None:
+                llm.shutdown()
+
+            try:
+                asyncio.run_coroutine_threadsafe(stop(), self._loop).result(_STOP_TIMEOUT_S)
+            except Exception:
+                log.warning("vLLM shutdown failed", exc_info=True)
+        if getattr(self, "_loop", None) is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(_STOP_TIMEOUT_S)
+
+
+def _request_bytes(request: Any) -> bytes:
+    tensor = pb_utils.get_input_tensor_by_name(request, REQUEST_TENSOR)
+    if tensor is None:
+        raise InvalidRequest(f"input {REQUEST_TENSOR} is missing; send one serialized StepRequest in it")
+    array = tensor.as_numpy()
+    if array.size != 1:
+        raise InvalidRequest(f"input {REQUEST_TENSOR} must hold exactly one element, got {array.size}")
+    value = array.reshape(-1)[0]
+    return bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode("utf-8")
+
+
+def _error(message: str, code: int) -> Any:
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message, code))

@@ -1,0 +1,120 @@
+"""A Triton model repository serving a Hugging Face checkpoint folder with the vLLM engine.
+
+    <repository>/glimp_llm/config.pbtxt   python backend, decoupled, one KIND_CPU instance
+    <repository>/glimp_llm/1/model.py     cloud_service/vllm/model.py
+    <repository>/glimp_llm/llm/           the checkpoint folder (a copy, or a symlink)
+
+config.pbtxt is rendered from `VllmSettings` (no template edited by regex); strings are written
+with protobuf text-format escapes, so a "\\n" delimiter survives. Self-contained when copied: the
+same folder runs under the pytriton tritonserver here and in NVIDIA's Triton container (which needs
+the GPU `vllm` package and this project installed in its Python).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from protos.contract import MODEL_NAME, REPLY_TENSOR, REQUEST_TENSOR
+
+MODEL_FILE = Path(__file__).resolve().parent / "model.py"
+MODEL_SUBDIR = "llm"
+_HF_MARKERS = ("config.json",)
+_WEIGHTS = ("*.safetensors", "*.bin")
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE: vLLM's KV space for every context together
+    max_model_len: int = 0  # 0: the checkpoint's own window
+    max_num_seqs: int = 64  # requests vLLM batches at once
+    dtype: str = "auto"
+    prompt_template: str = "{question}"  # for checkpoints without a chat template
+    step_delimiter: str = "\n"
+    max_contexts: int = 65536
+    text_budget_bytes: int = 256 << 20
+    idle_ttl_s: float = 900.0
+    link_model: bool = False  # symlink the checkpoint instead of copying it (not self-contained)
+    die_with_parent: bool = True  # engine processes get PR_SET_PDEATHSIG (see hygiene.py)
+
+    def __post_init__(self) -> None:
+        if not self.kv_cache_gib > 0:
+            raise ValueError(f"the KV cache needs > 0 GiB, got {self.kv_cache_gib}")
+        if self.max_model_len < 0 or self.max_num_seqs < 1 or not self.step_delimiter:
+            raise ValueError(f"bad vLLM settings: {self}")
+        if "{question}" not in self.prompt_template:
+            raise ValueError("prompt_template must contain {question}")
+
+    def parameters(self) -> dict[str, str]:
+        return {
+            "MODEL_DIR": MODEL_SUBDIR,
+            "KV_CACHE_GIB": _number(self.kv_cache_gib),
+            "MAX_MODEL_LEN": str(self.max_model_len),
+            "MAX_NUM_SEQS": str(self.max_num_seqs),
+            "DTYPE": self.dtype,
+            "PROMPT_TEMPLATE": self.prompt_template,
+            "STEP_DELIMITER": self.step_delimiter,
+            "MAX_CONTEXTS": str(self.max_contexts),
+            "TEXT_BUDGET_BYTES": str(self.text_budget_bytes),
+            "IDLE_TTL_S": _number(self.idle_ttl_s),
+            "DIE_WITH_PARENT": "1" if self.die_with_parent else "0",
+        }
+
+
+def is_hf_checkpoint(folder: Path | str) -> bool:
+    folder = Path(folder)
+    return all((folder / m).is_file() for m in _HF_MARKERS) and any(
+        next(folder.glob(pattern), None) is not None for pattern in _WEIGHTS)
+
+
+def render_config(settings: VllmSettings) -> str:
+    """config.pbtxt for the vLLM engine (protobuf text format)."""
+    lines = [
+        "# The glimp LLM on vLLM inside Triton's python backend: one serialized glimp.v1.StepRequest",
+        "# in, one serialized glimp.v1.StepReply out (protos/edge_cloud_v1.proto), decoupled: every",
+        "# request is answered by exactly one response flagged final. Clients use ModelStreamInfer.",
+        f"name: {_quote(MODEL_NAME)}",
+        'backend: "python"',
+        "# Triton does not batch: vLLM does (continuous batching across every context).",
+        "max_batch_size: 0",
+        "model_transaction_policy { decoupled: true }",
+        f"input [ {{ name: {_quote(REQUEST_TENSOR)} data_type: TYPE_STRING dims: [ 1 ] }} ]",
+        f"output [ {{ name: {_quote(REPLY_TENSOR)} data_type: TYPE_STRING dims: [ 1 ] }} ]",
+        "# One instance: contexts (text + digest) live in its process; vLLM's prefix cache holds the KV.",
+        "instance_group [ { count: 1 kind: KIND_CPU } ]",
+    ]
+    for key, value in settings.parameters().items():
+        lines.append(f"parameters: {{ key: {_quote(key)} value: {{ string_value: {_quote(value)} }} }}")
+    return "\n".join(lines) + "\n"
+
+
+def build_repository(model_dir: Path | str, repository: Path | str,
+                     settings: VllmSettings | None = None, *, force: bool = False) -> Path:
+    settings = settings or VllmSettings()
+    model_dir, repository = Path(model_dir).resolve(), Path(repository)
+    if not is_hf_checkpoint(model_dir):
+        raise ValueError(f"{model_dir} is not a Hugging Face checkpoint folder (config.json + weights)")
+    target = repository / MODEL_NAME
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise FileExistsError(f"{target} already exists")
+        shutil.rmtree(target)
+    (target / "1").mkdir(parents=True)
+    shutil.copy2(MODEL_FILE, target / "1" / "model.py")
+    (target / "config.pbtxt").write_text(render_config(settings), encoding="utf-8")
+    if settings.link_model:
+        (target / MODEL_SUBDIR).symlink_to(model_dir, target_is_directory=True)
+    else:
+        shutil.copytree(model_dir, target / MODEL_SUBDIR)
+    return repository
+
+
+def _quote(value: str) -> str:
+    """A protobuf text-format string literal (C escapes; JSON's escapes are a subset it accepts)."""
+    return json.dumps(value, ensure_ascii=True)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
