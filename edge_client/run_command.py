@@ -209,8 +209,9 @@ def run(args: argparse.Namespace) -> int:
 
 def context_full_message(result: RunResult, context_tokens: int) -> str:
     """What to tell a user whose question filled the SLM's context before thinking ended."""
+    steps = len(result.steps)
     return (
-        f"the small model's context ({context_tokens} tokens) filled up after {len(result.steps)} reasoning "
-        "steps, before thinking ended; the answer above comes from unfinished reasoning. Shorten the "
-        "question, or use an SLM with a longer context"
+        f"the small model's context ({context_tokens} tokens) filled up after {steps} reasoning "
+        f"step{'' if steps == 1 else 's'}, before thinking ended; the answer above comes from unfinished "
+        "reasoning. Shorten the question, or use an SLM with a longer context"
     )

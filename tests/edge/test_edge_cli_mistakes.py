@@ -80,5 +80,5 @@ def test_a_context_full_mid_reasoning_is_a_clear_error_and_a_non_zero_exit(
     assert code == CONTEXT_FULL_EXIT != 0
     assert "thinking ended: context" in captured.out
     assert "answer: a" in captured.out  # the steps left room for a short answer
-    assert "glimp run: error: the small model's context (512 tokens) filled up after 1 reasoning steps" in (
+    assert "glimp run: error: the small model's context (512 tokens) filled up after 1 reasoning step," in (
         captured.err)
