@@ -219,7 +219,8 @@ def _print_ready(server: TritonServer, args: argparse.Namespace, ready_s: float,
     print(f"glimp serve: {MODEL_NAME} ready in {ready_s:.1f} s (model {args.model_dir})")
     print(f"  gRPC     {server.grpc_url}  ({tls}, {auth})")
     print(f"  metrics  {server.metrics_url}")
-    print(f"  log      {server.log_path}")
+    kept = "" if args.log_file else "  (removed after a clean stop, kept after a failure)"
+    print(f"  log      {server.log_path}{kept}")
     print(f"  shm      /dev/shm/{server.config.shm_prefix}*  (removed at exit)")
     print("Ctrl-C or SIGTERM stops it.", flush=True)
 
