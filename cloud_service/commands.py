@@ -1,15 +1,18 @@
 """`glimp serve MODEL_DIR`: the exported LLM on a local Triton server (the real `tritonserver` binary).
 
-Builds the model repository, starts the server, waits until a real tiny inference succeeds,
-prints the gRPC and metrics endpoints and the time to ready, and stops cleanly on Ctrl-C or
-SIGTERM (shared-memory files removed). `--build-only` writes a self-contained repository and
-prints the equivalent command for NVIDIA's Triton container instead of starting anything.
-Every flag has an environment twin.
+Refuses an SLM folder and ports already in use before anything starts; builds the model
+repository, starts the server, waits until a real tiny inference succeeds and checks that the
+listener answering is the server it started; prints the gRPC and metrics endpoints and the time
+to ready, and stops cleanly on Ctrl-C or SIGTERM (shared-memory files removed). A server that
+fails prints one line (the cause from its log, and the log's path) and exits non-zero.
+`--build-only` writes a self-contained repository and prints the equivalent command for
+NVIDIA's Triton container instead of starting anything. Every flag has an environment twin.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import signal
 import tempfile
@@ -17,13 +20,16 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from cloud_service.errors import ServerStartError
 from cloud_service.launcher import ServerConfig, TritonServer
+from cloud_service.ports import check_ports_free, owns_listener
 from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_token
 from cloud_service.server_flags import TritonFlags
 from cloud_service.serving_config import ServingConfig
 from glimp_common.env import env_flag, env_float, env_int, env_path, env_str
 from glimp_common.errors import BadInputError
+from onnx_lm.manifest import check_role
 from protos.contract import GRPC_AUTH_METADATA_KEY, MODEL_NAME
 
 PRODUCTION_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-py3"  # CUDA 13, as onnxruntime-gpu 1.31 needs
@@ -93,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.model_dir is None:
         raise BadInputError("give the exported LLM folder: glimp serve MODEL_DIR")
+    check_role(args.model_dir, "llm", given_as="the model to serve",
+               fix="serve the LLM's folder (the SLM runs on the edge: glimp run --slm DIR)")
     settings = RepositorySettings(
         cache_budget_bytes=int(args.cache_budget_mb * _MIB), idle_ttl_s=args.idle_ttl_s,
         providers=args.providers, intra_op_threads=args.intra_op_threads, link_model=args.repository is None,
@@ -100,34 +108,92 @@ def run(args: argparse.Namespace) -> int:
     if args.build_only:
         return _build_only(args, settings)
     token = _token(args)
+    check_ports_free(args.host, {"--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port})
     tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert or args.tls_key else None
+    # The log outlives a failed server (the launcher's own would go with its work dir): a failure
+    # names it. Removed after a clean stop unless the user asked for it with --log-file.
+    log_file: Path = args.log_file or Path(tempfile.mkstemp(prefix="glimp_serve_", suffix=".log")[1])
     temp_repo = None if args.repository else Path(tempfile.mkdtemp(prefix="glimp_repo_"))
     repository_dir: Path = args.repository if temp_repo is None else temp_repo
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     server: TritonServer | None = None
+    keep_log = False
     try:
         repository = build_repository(args.model_dir, repository_dir, settings, force=True)
         server = TritonServer(ServerConfig(
             repository=repository, grpc_port=args.grpc_port, metrics_port=args.metrics_port, host=args.host,
             token=token, tls=tls, tls_server_name=args.tls_server_name,
-            startup_timeout_s=args.startup_timeout_s, log_file=args.log_file,
+            startup_timeout_s=args.startup_timeout_s, log_file=log_file,
         ))
-        server.start()
+        _start(server, log_file)
         _print_ready(server, args, time.perf_counter() - started, token is not None)
         code = server.wait()
-        print(f"glimp serve: tritonserver exited by itself (code {code}); its log ends:\n{server.log_tail()}")
-        return 1
+        raise ServerStartError(f"tritonserver exited by itself (code {code}): {log_cause(log_file)}; "
+                               f"full log: {log_file}")
     except _StopRequested:
         print("glimp serve: stopping", flush=True)
         return 0
+    except ServerStartError:
+        keep_log = True  # the message names it
+        raise
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
         if server is not None:
             server.stop()
         if temp_repo is not None:
             shutil.rmtree(temp_repo, ignore_errors=True)
+        if not keep_log and args.log_file is None:
+            log_file.unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _start(server: TritonServer, log_file: Path) -> None:
+    """Start and check that the listener the readiness check reached is this server's.
+
+    Raises ServerStartError in one line: what failed, the cause from the log, the log's path.
+    """
+    try:
+        server.start()
+    except ServerStartError as exc:
+        what = str(exc).split(";", 1)[0]
+        raise ServerStartError(f"{what}: {log_cause(log_file)}; full log: {log_file}") from None
+    assert server.pid is not None
+    if owns_listener(server.pid, server.config.grpc_port) is False:
+        raise ServerStartError(
+            f"another process answers on {server.grpc_url}, not the tritonserver just started (pid "
+            f"{server.pid}): stop it or choose another --grpc-port; full log: {log_file}"
+        )
+
+
+def log_cause(log_file: Path) -> str:
+    """The line of a tritonserver log that says why it failed: its last error line, else its last line.
+
+    Triton's errors are glog lines ("E1202 06:20:01.1 123 file.cc:10] failed to ..."): the
+    prefix up to "] " is dropped.
+    """
+    try:
+        lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log was written"
+    if not lines:
+        return "the log is empty"
+    glog_errors = [line for line in lines if _GLOG_PREFIX.match(line) and line[0] in "EF"]
+    other_errors = [line for line in lines if not _GLOG_PREFIX.match(line) and "error" in line.lower()]
+    line = (glog_errors or other_errors or lines)[-1]
+    if _GLOG_PREFIX.match(line) and "] " in line:
+        line = line.split("] ", 1)[1].strip('"')
+    # Triton quotes a Python traceback into the line with escaped newlines: keep what precedes it.
+    return one_line(line.split("\\n", 1)[0])
+
+
+_GLOG_PREFIX = re.compile(r"^[EWIF]\d{4} ")
+_CAUSE_CHARS = 400
+
+
+def one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= _CAUSE_CHARS else flat[: _CAUSE_CHARS - 1] + "\u2026"
 
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
@@ -153,7 +219,8 @@ def _print_ready(server: TritonServer, args: argparse.Namespace, ready_s: float,
     print(f"glimp serve: {MODEL_NAME} ready in {ready_s:.1f} s (model {args.model_dir})")
     print(f"  gRPC     {server.grpc_url}  ({tls}, {auth})")
     print(f"  metrics  {server.metrics_url}")
-    print(f"  log      {server.log_path}")
+    kept = "" if args.log_file else "  (removed after a clean stop, kept after a failure)"
+    print(f"  log      {server.log_path}{kept}")
     print(f"  shm      /dev/shm/{server.config.shm_prefix}*  (removed at exit)")
     print("Ctrl-C or SIGTERM stops it.", flush=True)
 

@@ -30,6 +30,7 @@ from edge_client.errors import (
     CloudError,
     CloudRejectedError,
     CloudUnavailableError,
+    CloudUnreachableError,
     ContextMismatchError,
     NotAuthorizedError,
 )
@@ -75,8 +76,9 @@ def __getattr__(name: str) -> Any:
 # The cloud link's names are left out of __all__ so that `import *` does not pull in tritonclient.
 __all__ = [
     "AlwaysCloud", "AlwaysLocal", "AnswerRecord", "Calibration", "CloudError", "CloudRejectedError",
-    "CloudUnavailableError", "ContextMismatchError", "EdgeRouter", "EntropyThreshold", "Event",
-    "InProcessLLM", "LLMBackend", "LLMConversation", "NotAuthorizedError", "RandomShare", "RouterConfig",
-    "RoutingPolicy", "RunResult", "StepAverageEntropy", "StepRecord", "StepSettings", "StreamPrinter",
-    "TargetShare", "Totals", "VerifyByScore", "calibrate", "make_policy", "render_summary",
+    "CloudUnavailableError", "CloudUnreachableError", "ContextMismatchError", "EdgeRouter",
+    "EntropyThreshold", "Event", "InProcessLLM", "LLMBackend", "LLMConversation", "NotAuthorizedError",
+    "RandomShare", "RouterConfig", "RoutingPolicy", "RunResult", "StepAverageEntropy", "StepRecord",
+    "StepSettings", "StreamPrinter", "TargetShare", "Totals", "VerifyByScore", "calibrate",
+    "make_policy", "render_summary",
 ]

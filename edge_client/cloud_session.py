@@ -1,7 +1,9 @@
 """The loop's side of one question's LLM conversation: calls with their cost, and the degraded path.
 
-A cloud call that fails with `CloudUnavailableError` is not fatal: `cloud_or_degraded` logs it
-and lets the SLM take over (the trace marks the step or answer "degraded").
+A cloud call that fails with `CloudUnavailableError` is not fatal: `cloud_or_degraded` lets the
+SLM take over (the trace marks the step or answer "degraded"). It logs at DEBUG only: an outage
+is announced once when it starts and once when it ends by the link's circuit breaker
+(`edge_client.link.breaker`), not once per step.
 `NotAuthorizedError` and other cloud errors are not hidden: they propagate.
 """
 
@@ -31,11 +33,11 @@ T = TypeVar("T")
 
 
 def cloud_or_degraded(attempt: Callable[[], T], degrade: Callable[[str], T], what: str) -> T:
-    """`attempt()`; if the cloud is unavailable, log `what` and return `degrade(why)` instead."""
+    """`attempt()`; if the cloud is unavailable, log `what` (DEBUG) and return `degrade(why)` instead."""
     try:
         return attempt()
     except CloudUnavailableError as exc:
-        log.warning("%s: %s", what, exc)
+        log.debug("%s: %s", what, exc)
         return degrade(str(exc))
 
 

@@ -54,10 +54,28 @@ def format_bytes(size: int) -> str:
     raise AssertionError("unreachable")
 
 
+def offline_banner(result: RunResult) -> str | None:
+    """One line when the cloud was down for part of the run (None when it never was).
+
+    Degraded steps and a degraded answer were written by the SLM alone: the reader of the answer
+    should know it did not get the large model's help everywhere it was asked for.
+    """
+    degraded = result.totals.degraded_steps
+    answer_degraded = result.answer_writer == "degraded"
+    if not degraded and not answer_degraded:
+        return None
+    parts = [f"{degraded} step{'s' if degraded != 1 else ''} degraded"]
+    if answer_degraded:
+        parts.append("the answer written by the SLM")
+    return f"answered partly offline: {', '.join(parts)} (the cloud was unreachable)"
+
+
 def render_summary(result: RunResult) -> str:
-    """A few lines: steps and tokens by side, bytes each way, where the time went."""
+    """A few lines: a banner when the cloud was down, steps and tokens by side, bytes each way,
+    where the time went."""
     t = result.totals
-    lines = [
+    banner = offline_banner(result)
+    lines = [*([banner] if banner else []),
         f"policy: {result.policy}; thinking ended: {result.thinking_stop}; answer by {result.answer_writer}",
         f"steps: {t.steps} (edge {t.edge_steps}, cloud {t.cloud_steps}, degraded {t.degraded_steps}; "
         f"{t.cloud_share:.0%} to the cloud)",

@@ -13,6 +13,14 @@ class CloudUnavailableError(CloudError):
     """The cloud did not answer in time or the connection failed (safe to fall back to the SLM)."""
 
 
+class CloudUnreachableError(CloudError):
+    """The cloud did not answer the start check (wrong URL or port, or no server there yet).
+
+    Raised before any step unless degraded mode was asked for (`offline_ok`); an outage later in
+    a run is `CloudUnavailableError` instead, and the SLM carries on.
+    """
+
+
 class NotAuthorizedError(CloudError):
     """The cloud rejected the edge token: fix GLIMP_EDGE_TOKEN; retrying will not help."""
 
@@ -26,6 +34,7 @@ class ContextMismatchError(CloudError):
 
 
 __all__ = [
-    "BadInputError", "CloudError", "CloudRejectedError", "CloudUnavailableError", "ContextMismatchError",
+    "BadInputError", "CloudError", "CloudRejectedError", "CloudUnavailableError", "CloudUnreachableError",
+    "ContextMismatchError",
     "NotAuthorizedError",
 ]

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest, empty_score_reply
-from glimp_common.errors import BadInputError
 from onnx_lm import (
     LLM_STREAM,
     CausalLM,
@@ -25,19 +24,7 @@ from onnx_lm import (
     decode_until,
     make_rng,
 )
-from onnx_lm.manifest import Manifest
-
-
-def check_role(folder: Path | str, wanted: str) -> Manifest:
-    """Read a folder's manifest and refuse one made for the other side (before loading weights)."""
-    manifest = Manifest.load(Path(folder))
-    if manifest.role not in (wanted, "any"):
-        side = {"slm": "small model on the edge", "llm": "large model"}[wanted]
-        raise BadInputError(
-            f"{folder} holds a model made for the {manifest.role.upper()} side (manifest role "
-            f"{manifest.role!r}), but it was given as the {side}; swap the two folders"
-        )
-    return manifest
+from onnx_lm.manifest import check_role
 
 
 class InProcessLLM:

@@ -65,14 +65,43 @@ def prompt_messages(question: str, system_prompt: str | None = None) -> list[Cha
     return [*system, ChatMessage("user", question)]
 
 
-def check_prompt_fits(codec: TextCodec, messages: Sequence[ChatMessage]) -> int:
-    """Tokens of the rendered prompt; BadInputError when it leaves no room in the SLM's context."""
+# The least a prompt must leave free in the SLM's context, besides the end-of-thinking marker:
+# a step (capped by max_step_tokens) and an answer (capped by answer_max_tokens). Small enough
+# for the toy pair's 128-token context (its steps are ~9 tokens, its answers ~4), large enough
+# that a question which leaves less is refused up front instead of ending in an empty answer.
+MIN_STEP_TOKENS = 16
+MIN_ANSWER_TOKENS = 8
+
+
+def answer_reserve(config: RouterConfig) -> int:
+    """Tokens the steps leave free in the SLM's context for the answer (0 when none is written)."""
+    return 0 if config.answer_by == "none" else min(config.steps.answer_max_tokens, MIN_ANSWER_TOKENS)
+
+
+def reasoning_room(codec: TextCodec, config: RouterConfig) -> int:
+    """Tokens a prompt must leave free: one step, the end-of-thinking marker, a minimal answer."""
+    delimiter = config.delimiter or codec.manifest.step_delimiter
+    closing = len(codec.encode(delimiter + (codec.manifest.think_end or "")))
+    return min(config.steps.max_step_tokens, MIN_STEP_TOKENS) + closing + answer_reserve(config)
+
+
+def check_prompt_fits(
+    codec: TextCodec, messages: Sequence[ChatMessage], config: RouterConfig | None = None,
+) -> int:
+    """Tokens of the rendered prompt; BadInputError when it leaves no room to reason and answer.
+
+    The room is `reasoning_room(codec, config)` (default config: `RouterConfig()`), checked
+    before any model work: a prompt that fits but leaves no step and no answer room would only
+    fill the context mid-reasoning and end in an empty answer.
+    """
     tokens = len(codec.encode(codec.render_prompt(messages)))
     limit = codec.manifest.max_context_tokens
-    if tokens >= limit:
+    room = reasoning_room(codec, config or RouterConfig())
+    if tokens + room > limit:
         raise BadInputError(
-            f"the question renders to a prompt of {tokens} tokens, but the small model's context holds "
-            f"{limit}; shorten the question"
+            f"the question renders to a prompt of {tokens} tokens and reasoning needs {room} more (one "
+            f"step, the end-of-thinking marker and a short answer), but the small model's context "
+            f"holds {limit}; shorten the question"
         )
     return tokens
 
@@ -117,10 +146,13 @@ class EdgeRouter:
         `on_event` receives the run as it happens (steps starting, text as it is written, steps
         and the answer finished). `rng` overrides the SLM's random stream (default: from the seed
         in `config.steps`). Raises BadInputError for an empty question or one longer than the
-        SLM's context (before any model work), NotAuthorizedError when the cloud refuses the token.
+        SLM's context (before any model work), NotAuthorizedError when the cloud refuses the token,
+        CloudUnreachableError when the cloud does not answer at the start (unless the link
+        allows a run that starts offline). A context that fills up mid-reasoning is no error:
+        `thinking_stop` is then "context".
         """
         messages = prompt_messages(question, self.config.system_prompt)
-        check_prompt_fits(self.slm.tokenizer, messages)
+        check_prompt_fits(self.slm.tokenizer, messages, self.config)
         return _QuestionRun(self, messages, on_event, rng).run(question)
 
 
@@ -219,9 +251,11 @@ class _QuestionRun:
     def _step_limit(self, index: int) -> int:
         """Tokens the next step may take: the step cap, the budget left, the SLM context left."""
         pending = self.q.prompt + self.q.transcript + (self.router.delimiter if index else "")
-        # Keep room for the marker the loop may append when thinking ends without one.
+        # Keep room for the marker the loop may append when thinking ends without one, and for a
+        # short answer: a full context must not leave the answer empty.
         closing = self.router.delimiter + (self.router.think_end or "")
-        room = self.q.context_room(pending) - len(self.q.slm.tokenizer.encode(closing))
+        reserve = len(self.q.slm.tokenizer.encode(closing)) + answer_reserve(self.config)
+        room = self.q.context_room(pending) - reserve
         budget_left = self.settings.budget_tokens - self.budget_used
         return min(self.settings.max_step_tokens, budget_left, room)
 

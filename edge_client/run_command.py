@@ -1,8 +1,13 @@
 """`glimp run`: answer one question, streaming each step marked by who wrote it, then a summary.
 
 Every flag has an environment twin (shown in --help). Bad input (an empty question, a bad tau or
-share, a model folder for the wrong side, a question longer than the SLM's context) is reported
-before any model is loaded.
+share, a model folder for the wrong side, a question that leaves the SLM's context no room to
+reason) is reported before any model is loaded; a cloud that does not answer at the start is an
+error too, unless --offline-ok.
+
+Exit codes: 0 answered (a banner says when the cloud was down for part of it), 2 bad input or a
+cloud error (unreachable at start, wrong token), 3 the SLM's context filled up mid-reasoning (the
+answer printed comes from unfinished reasoning).
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from edge_client.in_process_llm import InProcessLLM, check_role
 from edge_client.llm_backend import LLMBackend
 from edge_client.loop import EdgeRouter, check_prompt_fits, prompt_messages
 from edge_client.policies import POLICY_NAMES, make_policy
+from edge_client.trace import RunResult
 from glimp_common.env import env_flag, env_float, env_int, env_str
 from glimp_common.errors import BadInputError
 from onnx_lm import SessionConfig, TextCodec
+
+CONTEXT_FULL_EXIT = 3  # the SLM's context filled up before thinking ended
 
 
 def add_model_flags(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +91,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                       help="ping an idle connection this often, seconds (env GLIMP_KEEPALIVE_S)")
     link.add_argument("--gzip", action="store_true", default=env_flag("GLIMP_GZIP"),
                       help="compress requests with gzip (env GLIMP_GZIP=1)")
+    link.add_argument("--offline-ok", action="store_true", default=env_flag("GLIMP_OFFLINE_OK"),
+                      help="a cloud that does not answer at the start is no error: the SLM writes alone "
+                           "until it does (env GLIMP_OFFLINE_OK=1; default: exit with an error, since a "
+                           "wrong URL or port looks just like an outage)")
     link.add_argument("--background-sync", action="store_true", default=env_flag("GLIMP_BACKGROUND_SYNC"),
                       help="send the SLM's steps to the cloud while the SLM writes, so cloud steps start "
                            "warm (env GLIMP_BACKGROUND_SYNC=1)")
@@ -143,7 +155,7 @@ def check_inputs(args: argparse.Namespace, config: RouterConfig) -> None:
     manifest = check_role(args.slm, "slm")
     if args.llm_local:
         check_role(args.llm_local, "llm")
-    check_prompt_fits(TextCodec.load(Path(args.slm), manifest), prompt_messages(args.question))
+    check_prompt_fits(TextCodec.load(Path(args.slm), manifest), prompt_messages(args.question), config)
 
 
 def edge_token(args: argparse.Namespace) -> str | None:
@@ -165,7 +177,7 @@ def llm_backend(args: argparse.Namespace, session: SessionConfig) -> LLMBackend 
         link = CloudLinkConfig(args.llm_url, token=edge_token(args), timeout_s=args.llm_timeout_s,
                                tls_root_cert=tls_ca, gzip=args.gzip, keepalive_time_s=args.keepalive_s)
         resilience = ResilienceConfig(retry=RetryPolicy(max_retries=args.retries), breaker_s=args.breaker_s,
-                                      background_sync=args.background_sync)
+                                      background_sync=args.background_sync, offline_ok=args.offline_ok)
         return ResilientLLM.connect(link, resilience)
     return None
 
@@ -188,4 +200,18 @@ def run(args: argparse.Namespace) -> int:
     if args.json_path:
         Path(args.json_path).write_text(result.to_json(), encoding="utf-8")
         print(f"trace: {args.json_path}")
+    if result.thinking_stop == "context":
+        print(f"glimp run: error: {context_full_message(result, router.slm.manifest.max_context_tokens)}",
+              file=sys.stderr)
+        return CONTEXT_FULL_EXIT
     return 0
+
+
+def context_full_message(result: RunResult, context_tokens: int) -> str:
+    """What to tell a user whose question filled the SLM's context before thinking ended."""
+    steps = len(result.steps)
+    return (
+        f"the small model's context ({context_tokens} tokens) filled up after {steps} reasoning "
+        f"step{'' if steps == 1 else 's'}, before thinking ended; the answer above comes from unfinished "
+        "reasoning. Shorten the question, or use an SLM with a longer context"
+    )

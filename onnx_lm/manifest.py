@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from glimp_common.errors import ModelContractError
+from glimp_common.errors import BadInputError, ModelContractError
 
 MANIFEST_FILE = "manifest.json"
 MANIFEST_VERSION = 1
@@ -130,3 +130,23 @@ class Manifest:
         except json.JSONDecodeError as exc:
             raise ModelContractError(f"{path} is not valid JSON ({exc}); re-export the model") from exc
         return cls.from_dict(data)
+
+
+_SIDES = {"slm": "small model on the edge", "llm": "large model"}
+
+
+def check_role(folder: Path | str, wanted: str, *, given_as: str | None = None,
+               fix: str = "swap the two folders") -> Manifest:
+    """Read a folder's manifest and refuse one made for the other side (before loading weights).
+
+    `wanted` is "slm" or "llm"; `given_as` names how the folder was given ("the model to serve"),
+    default the side's name; `fix` is what the message tells the user to do. Raises BadInputError
+    for the wrong side, ModelContractError for a folder that is not an exported model.
+    """
+    manifest = Manifest.load(Path(folder))
+    if manifest.role not in (wanted, "any"):
+        raise BadInputError(
+            f"{folder} holds a model made for the {manifest.role.upper()} side (manifest role "
+            f"{manifest.role!r}), but it was given as {given_as or 'the ' + _SIDES[wanted]}; {fix}"
+        )
+    return manifest

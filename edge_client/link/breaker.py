@@ -2,6 +2,9 @@
 
 While open, calls fail at once so the step loop lets the SLM write without waiting; the health
 monitor (`edge_client.link.health`) closes it when the cloud answers again.
+
+An outage is two log lines (WARNING), whatever its length: one when the breaker opens, one when
+it closes. Every degraded step in between is logged at DEBUG only (the trace marks each one).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from dataclasses import dataclass
 from edge_client.errors import BadInputError
 
 log = logging.getLogger(__name__)
+
+_REASON_CHARS = 160  # the outage line quotes its cause, cut to this: one line, not a gRPC dump
 
 Clock = Callable[[], float]
 
@@ -50,6 +55,7 @@ class CircuitBreaker:
         self._changed = threading.Condition(self._lock)
         self._state = BreakerState.CLOSED
         self._opened_at: float | None = None
+        self._down_since: float | None = None  # the first trip of the current outage
         self._reason = ""
         self._opens = self._closes = self._rejected = 0
 
@@ -71,7 +77,9 @@ class CircuitBreaker:
         with self._lock:
             if self._state == BreakerState.CLOSED:
                 self._opens += 1
-                log.warning("circuit breaker open for %.1f s: %s", self.breaker_s, reason)
+                self._down_since = self._clock()
+                log.warning("cloud unreachable, the SLM writes alone until it answers (checked again in "
+                            "%.1f s): %s", self.breaker_s, one_line(reason))
             self._state, self._opened_at, self._reason = BreakerState.OPEN, self._clock(), reason
             self._changed.notify_all()
 
@@ -80,7 +88,8 @@ class CircuitBreaker:
         with self._lock:
             if self._state == BreakerState.OPEN:
                 self._closes += 1
-                log.info("circuit breaker closed: the cloud answers again")
+                down_s = self._clock() - self._down_since if self._down_since is not None else 0.0
+                log.warning("cloud back after %.1f s: cloud steps resume", down_s)
             self._state = BreakerState.CLOSED
             self._changed.notify_all()
 
@@ -105,3 +114,9 @@ class CircuitBreaker:
         """Wake whoever waits in `wait_open` (used to stop the health monitor's thread)."""
         with self._changed:
             self._changed.notify_all()
+
+
+def one_line(text: str, limit: int = _REASON_CHARS) -> str:
+    """`text` on one line (whitespace runs collapsed), cut to `limit` characters with an ellipsis."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "\u2026"

@@ -9,7 +9,9 @@ An `LLMBackend` around `TritonLLM` that adds what a laptop or a Jetson on a flak
   without waiting (the step is marked "degraded"); a background `HealthMonitor` (a real tiny
   inference, on a fresh channel: see `TritonLink.renew`) closes it when the cloud answers again;
 - a check call on the first `open()`: a wrong edge token raises `NotAuthorizedError` there,
-  before any step, instead of hiding as "offline"; an unreachable cloud only opens the breaker;
+  before any step, instead of hiding as "offline"; so does an unreachable cloud
+  (`CloudUnreachableError`: a wrong URL or port looks like nothing else), unless `offline_ok`
+  says a run that starts offline is fine, which only opens the breaker;
 - optional background context sync: `push(transcript)` sends the SLM's steps as ABSORB calls
   on a worker thread while the SLM keeps writing, so the next cloud step carries little text
   and finds its KV warm.
@@ -37,6 +39,7 @@ from edge_client.errors import (
     CloudError,
     CloudRejectedError,
     CloudUnavailableError,
+    CloudUnreachableError,
     NotAuthorizedError,
 )
 from edge_client.link.breaker import BreakerSnapshot, BreakerState, CircuitBreaker, Clock
@@ -61,6 +64,9 @@ class ResilienceConfig:
     ping_interval_s: float | None = None  # between pings while the cloud stays down (None: breaker_s)
     ping_timeout_s: float = 2.0  # deadline of each exchange of the start check and of a health ping
     check_at_start: bool = True  # a check call on the first open(): a wrong token fails there
+    # The cloud unreachable at that check: False raises CloudUnreachableError (a wrong URL or port
+    # must not pass for an outage); True lets the SLM write alone until the cloud answers.
+    offline_ok: bool = False
     background_sync: bool = False  # push SLM steps to the cloud (ABSORB) while the SLM writes
 
     def __post_init__(self) -> None:
@@ -82,17 +88,22 @@ class ResilienceConfig:
 
 
 def connect(url: str, token: str | None = None, *, timeout_s: float = CloudLinkConfig.timeout_s,
-            tls_root_cert: Path | str | None = None, gzip: bool = False,
+            tls_root_cert: Path | str | None = None, gzip: bool = False, offline_ok: bool | None = None,
             resilience: ResilienceConfig | None = None) -> ResilientLLM:
     """The cloud LLM at `url` (Triton's gRPC HOST:PORT) as the step loop should use it.
 
     Retries, circuit breaker and health monitor included (see `ResilientLLM`); no network traffic
     until the first `open()`, which checks the token. `timeout_s` is every call's deadline;
-    `tls_root_cert` a PEM to trust for TLS. Close it (or use it as a context manager) after use.
+    `tls_root_cert` a PEM to trust for TLS. `offline_ok` (overrides `resilience.offline_ok`; default
+    False): whether a cloud unreachable at the first `open()` may leave the SLM alone instead of
+    raising CloudUnreachableError. Close it (or use it as a context manager) after use.
     Raises BadInputError for a malformed url or a missing certificate.
     """
     link = CloudLinkConfig(url, token, timeout_s=timeout_s, gzip=gzip,
                            tls_root_cert=Path(tls_root_cert) if tls_root_cert is not None else None)
+    resilience = resilience or ResilienceConfig()
+    if offline_ok is not None:
+        resilience = replace(resilience, offline_ok=offline_ok)
     return ResilientLLM.connect(link, resilience)
 
 
@@ -133,14 +144,21 @@ class ResilientLLM:
         return self.breaker.snapshot()
 
     def check(self) -> None:
-        """A real tiny inference now. Raises NotAuthorizedError (wrong token) and CloudRejectedError
-        (a server that does not speak this contract); an unreachable cloud only opens the breaker."""
+        """A real tiny inference now. Raises NotAuthorizedError (wrong token), CloudRejectedError
+        (a server that does not speak this contract) and, unless `offline_ok`, CloudUnreachableError
+        (nothing answers at the URL); with `offline_ok` an unreachable cloud only opens the breaker
+        (its one log line says so)."""
         try:
             self._ping(self.config.ping_timeout_s)
         except (NotAuthorizedError, CloudRejectedError):
             raise
         except CloudError as exc:
-            log.warning("the cloud is not reachable at start, the SLM writes until it is: %s", exc)
+            if not self.config.offline_ok:
+                raise CloudUnreachableError(
+                    f"the cloud at {self.llm.config.url} did not answer the start check ({exc}); check "
+                    "the URL and port (glimp serve prints them), or allow a run that starts offline "
+                    "(offline_ok=True; glimp run --offline-ok or GLIMP_OFFLINE_OK=1)"
+                ) from exc
             self.breaker.trip(f"start check: {exc}")
         self._checked = True
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from bench.e2e.report import TABLE_COLUMNS
+from bench.e2e.report import TABLE_COLUMNS, SystemSummary
+from bench.e2e.targets import best_glimp
 from glimprouter.cli import main
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
@@ -26,6 +28,11 @@ def problems(tmp_path_factory: pytest.TempPathFactory) -> Path:
             for i, (q, a) in enumerate([("12+30", 42), ("7*6", 42), ("50-8", 42)])]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def _summary(row: dict[str, object]) -> SystemSummary:
+    """A results.json row back as the summary the runner chose from."""
+    return SystemSummary(**{f.name: row[f.name] for f in dataclasses.fields(SystemSummary)})  # type: ignore[arg-type]
 
 
 def _bench(problems: Path, slm: Path, llm: Path, out: Path, *flags: str) -> int:
@@ -54,8 +61,12 @@ def test_bench_on_loopback_writes_the_table_and_every_file(
     assert steps["cloud_step_share"] == 1.0 and steps["bytes_up_per_problem"] > 0
     assert by_name["glimp tau=0"]["wasted_tokens_per_cloud_step"] == 1.0  # the discarded probe
     assert by_name["llm one-call"]["calls_per_problem"] == 1.0
+    # The GlimpRouter row rerun over a full-resend link is the best one by the measured latencies,
+    # whichever that is on a busy machine (the rule itself: test_bench_report on made-up rows).
+    best = best_glimp([_summary(s) for s in results["systems"] if s["family"] != "resend"])
+    assert best is not None and best.name in ("glimp tau=0", "glimp tau=100")
     resend = [s["name"] for s in results["systems"] if s["family"] == "resend"]
-    assert resend == ["glimp tau=100 full-resend", "llm steps full-resend"]  # the fastest GlimpRouter row
+    assert resend == [f"{best.name} full-resend", "llm steps full-resend"]
     assert by_name["llm steps full-resend"]["calls_per_problem"] == steps["calls_per_problem"]
     assert sum(s["close_s"] for s in results["systems"]) > 0
     assert steps["wire_up_per_problem"] == 0  # loopback: no emulator to count

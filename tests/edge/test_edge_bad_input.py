@@ -11,8 +11,9 @@ import pytest
 from edge_helpers import CPU, set_manifest
 
 from edge_client import AlwaysLocal, EdgeRouter, InProcessLLM, RouterConfig, StepSettings
+from edge_client.loop import MIN_ANSWER_TOKENS, MIN_STEP_TOKENS, check_prompt_fits, reasoning_room
 from glimp_common.errors import BadInputError, ModelContractError
-from onnx_lm import CausalLM
+from onnx_lm import CausalLM, ChatMessage
 
 
 def forward_calls(lm: CausalLM) -> list[int]:
@@ -46,6 +47,27 @@ def test_question_longer_than_the_context(router: EdgeRouter) -> None:
     with pytest.raises(BadInputError, match=rf"context holds {limit}; shorten the question"):
         router.answer("7" * limit)
     assert calls[0] == 0
+
+
+def _prompt_tokens(router: EdgeRouter, question: str) -> int:
+    codec = router.slm.tokenizer
+    return len(codec.encode(codec.render_prompt([ChatMessage("user", question)])))
+
+
+def test_a_question_that_leaves_no_room_to_reason_is_refused_before_any_model_work(
+    router: EdgeRouter,
+) -> None:
+    limit = router.slm.manifest.max_context_tokens
+    room = reasoning_room(router.slm.tokenizer, router.config)
+    # One step, the end-of-thinking marker and a short answer: more than the old "one token left".
+    assert room >= MIN_STEP_TOKENS + MIN_ANSWER_TOKENS + 1
+    fits = max(n for n in range(1, limit) if _prompt_tokens(router, "7" * n) + room <= limit)
+    calls = forward_calls(router.slm)
+    with pytest.raises(BadInputError, match=rf"reasoning needs {room} more .*context holds {limit}; shorten"):
+        router.answer("7" * (fits + 1))  # fits the context, leaves too little after it
+    assert calls[0] == 0
+    assert check_prompt_fits(router.slm.tokenizer, [ChatMessage("user", "7" * fits)], router.config) == (
+        limit - room)
 
 
 def test_slm_folder_made_for_the_llm_side(slm_dir: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from edge_client import (
     VerifyByScore,
 )
 from edge_client.llm_backend import LLMAction, LLMConversation, LLMReply, LLMRequest
+from edge_client.loop import MIN_ANSWER_TOKENS
 from edge_client.trace import AnswerStarted, Event, StepFinished, StepStarted, TextWritten
 from onnx_lm import CausalLM, ChatMessage, LMContext, SamplingParams, StopCriteria, decode_until, make_rng
 
@@ -183,7 +184,8 @@ def test_a_full_slm_context_ends_thinking_without_overflowing(
     )
     used = prompt_tokens + len(router.slm.tokenizer.encode(result.transcript))
     assert used <= router.slm.manifest.max_context_tokens
-    assert result.answer_record.stop == "context"
+    # The steps left room for a short answer: a full context does not end in an empty one.
+    assert result.answer_record.tokens >= MIN_ANSWER_TOKENS and result.answer.strip()
 
 
 def test_a_plain_prompt_template_and_its_own_delimiter_and_marker(

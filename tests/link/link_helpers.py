@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -48,12 +49,12 @@ def sigkill(server: TritonServer) -> None:
 
 
 def connect(url: str, token: str | None, *, background_sync: bool = False, breaker_s: float = BREAKER_S,
-            timeout_s: float = CALL_TIMEOUT_S, gzip: bool = False,
+            timeout_s: float = CALL_TIMEOUT_S, gzip: bool = False, offline_ok: bool = False,
             wire: WireCounter | None = None) -> ResilientLLM:
     """The resilient link with short back-offs; `wire` counts every call's bytes when given."""
     link = CloudLinkConfig(url, token, timeout_s=timeout_s, gzip=gzip)
     config = ResilienceConfig(retry=RetryPolicy(max_retries=2, backoff_s=0.05), breaker_s=breaker_s,
-                              ping_timeout_s=2.0, background_sync=background_sync)
+                              ping_timeout_s=2.0, background_sync=background_sync, offline_ok=offline_ok)
     counted = wire.link(link) if wire is not None else None
     return ResilientLLM(TritonLLM(link, link=counted), config)
 
@@ -153,3 +154,13 @@ def in_background(work: Callable[[], object]) -> threading.Thread:
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
     return thread
+
+
+def outage_lines(records: Sequence[logging.LogRecord]) -> list[str]:
+    """What the edge told the user about the cloud coming and going (WARNING and above).
+
+    A context resync after a restart is a line of its own (not about reachability): left out.
+    """
+    return [r.getMessage().split(":")[0] for r in records
+            if r.levelno >= logging.WARNING and r.name.startswith("edge_client")
+            and r.name != "edge_client.link.delta"]

@@ -18,11 +18,12 @@ from link_helpers import (
     connect,
     in_background,
     link_server,
+    outage_lines,
     sigkill,
 )
 
 from cloud_service.launcher import TritonServer, pick_free_port
-from edge_client.errors import NotAuthorizedError
+from edge_client.errors import CloudUnreachableError, NotAuthorizedError
 from edge_client.link import BreakerState, CloudLinkConfig, ResilientConversation, TritonLink, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
 from onnx_lm import GREEDY, CausalLM, ChatMessage
@@ -33,12 +34,15 @@ pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
 
 def test_sigkill_mid_question_degrades_every_later_step_and_loses_none(
-    own_server: TritonServer, link_token: str, slm: CausalLM
+    own_server: TritonServer, link_token: str, slm: CausalLM, caplog: pytest.LogCaptureFixture,
 ) -> None:
     fault_after = 2
     hook = StepHook({fault_after: lambda: sigkill(own_server)})
     with connect(own_server.grpc_url, link_token) as llm:
         result = answer(slm, llm, hook=hook)
+    # Every later step degraded, and the user was told once, not once a step.
+    lines = outage_lines(caplog.records)
+    assert len(lines) == 1 and lines[0].startswith("cloud unreachable, the SLM writes alone"), lines
     writers = [s.writer for s in result.steps]
     assert len(writers) > fault_after + 2, writers
     assert writers[: fault_after + 1] == ["cloud"] * (fault_after + 1)
@@ -50,7 +54,7 @@ def test_sigkill_mid_question_degrades_every_later_step_and_loses_none(
 
 def test_restart_resumes_cloud_steps_with_one_full_resend(
     tiny_qwen3_dir: Path, tmp_path: Path, link_token: str, slm: CausalLM,
-    record_property: Callable[[str, object], None],
+    record_property: Callable[[str, object], None], caplog: pytest.LogCaptureFixture,
 ) -> None:
     servers = [link_server(tiny_qwen3_dir, tmp_path / "repo", link_token)]
     config = servers[0].config
@@ -88,6 +92,9 @@ def test_restart_resumes_cloud_steps_with_one_full_resend(
     resent = [s.index for s in result.steps if s.traffic.resync_bytes_up > 0]
     assert resent == [back], (resent, writers)
     assert breaker.opens == 1 and breaker.closes == 1 and breaker.state == BreakerState.CLOSED
+    # One line when the outage starts, one when the cloud is back: nothing per degraded step.
+    lines = outage_lines(caplog.records)
+    assert len(lines) == 2 and lines[0].startswith("cloud unreachable") and lines[1].startswith("cloud back")
     # Probes run one breaker period apart: the first or second after the server is back succeeds
     # (not later, as it would on a channel still backing off from the refused connections).
     assert probes_after - probes_at_ready[0] <= 2
@@ -157,10 +164,23 @@ def test_a_wrong_token_fails_at_start_and_is_not_retried(shared_server: TritonSe
     assert retries == 0 and probes == 0
 
 
-def test_a_cloud_down_from_the_start_still_answers_on_the_edge(slm: CausalLM, link_token: str) -> None:
+def test_a_cloud_unreachable_at_start_is_an_error_before_any_step(slm: CausalLM, link_token: str) -> None:
+    events: list[object] = []
     with connect(f"127.0.0.1:{pick_free_port()}", link_token) as llm:
+        with pytest.raises(CloudUnreachableError, match=r"did not answer the start check .*offline_ok"):
+            answer(slm, llm, hook=events.append)  # type: ignore[arg-type]
+        breaker = llm.breaker_state()
+    assert events == []  # before the first step
+    assert breaker.state == BreakerState.CLOSED and breaker.opens == 0  # not an outage: a wrong address
+
+
+def test_a_cloud_down_from_the_start_still_answers_on_the_edge_when_offline_is_ok(
+    slm: CausalLM, link_token: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    with connect(f"127.0.0.1:{pick_free_port()}", link_token, offline_ok=True) as llm:
         result = answer(slm, llm)
         breaker = llm.breaker_state()
+    assert len(outage_lines(caplog.records)) == 1
     assert result.steps and {s.writer for s in result.steps} == {"degraded"}
     assert result.answer_writer == "degraded"
     assert breaker.state == BreakerState.OPEN and breaker.opens == 1

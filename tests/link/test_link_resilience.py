@@ -6,6 +6,7 @@ real errors from real gRPC calls (a dead port, a real server with a wrong token 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -124,6 +125,22 @@ def test_breaker_opens_on_a_fault_fails_fast_and_closes_when_told() -> None:
     assert breaker.allow()
     snap = breaker.snapshot()
     assert (snap.opens, snap.closes, snap.rejected_calls, snap.reason) == (1, 1, 2, "still refused")
+
+
+def test_an_outage_is_one_line_when_it_starts_and_one_when_it_ends(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(2.0, clock=clock)
+    for _ in range(5):  # every failed call of the outage trips it again
+        breaker.trip("UNAVAILABLE:\n   failed to connect " + "x" * 500)
+        breaker.allow()
+        clock.now_s += 1.0
+    breaker.reset()
+    breaker.reset()  # a second "answered" while closed says nothing
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 2
+    assert lines[0].startswith("cloud unreachable, the SLM writes alone") and "\n" not in lines[0]
+    assert len(lines[0]) < 300 and lines[0].endswith("\u2026")  # the cause cut, not a gRPC dump
+    assert lines[1] == "cloud back after 5.0 s: cloud steps resume"
 
 
 @pytest.mark.parametrize("period", [0, -1, float("inf"), float("nan")])

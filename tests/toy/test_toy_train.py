@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,21 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
     assert "optimizer" not in torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=False)
 
 
+@pytest.fixture()
+def interactive_sigint() -> Iterator[None]:
+    """SIGINT handled as in a terminal, whatever the suite inherited.
+
+    Under `nohup make test &` the shell starts the suite with SIGINT ignored, and Python then
+    leaves it ignored: the test sets Python's usual handler itself and puts back what it found.
+    """
+    found = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, found)
+
+
+@pytest.mark.usefixtures("interactive_sigint")
 def test_ctrl_c_stops_at_a_step_boundary_and_saves(tmp_path: Path) -> None:
     def press_ctrl_c(step: int, loss: float) -> None:
         if step == 3:
@@ -74,7 +90,7 @@ def test_ctrl_c_stops_at_a_step_boundary_and_saves(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         train(TINY, _config(10), tmp_path / "run", progress=False, callback=press_ctrl_c)
     assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=False)["step"] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the trainer put it back
 
 
 def test_resume_refuses_other_settings(tmp_path: Path) -> None:
