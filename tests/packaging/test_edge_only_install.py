@@ -3,6 +3,7 @@ cloud or export stacks: a fresh virtual environment, the real installer, the rea
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import venv
@@ -17,10 +18,14 @@ NOT_ON_THE_EDGE = ("torch", "transformers", "optimum", "pytriton", "onnx")
 
 @pytest.mark.slow
 def test_edge_extra_installs_and_runs_without_torch_or_the_cloud(tmp_path: Path) -> None:
+    # A copy of the sources: pip builds in the tree it installs from, which must not be this one.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv*", ".cache", "build", "*.egg-info", "__pycache__", "models", "results", "tests"))
     env = tmp_path / "edge-venv"
     venv.EnvBuilder(with_pip=True).create(env)
     python = env / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{ROOT}[edge]"], check=True,
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", f"{source}[edge]"], check=True,
                    timeout=900)
     probe = (
         "import importlib.util, sys\n"
