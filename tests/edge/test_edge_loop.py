@@ -169,6 +169,19 @@ def test_thinking_ends_at_the_token_budget(forced: Callable[[str, str], Path], l
     assert result.transcript.startswith("aaaaaaa\n\n</think>")
 
 
+@pytest.mark.parametrize("budget", [5, 13, 21])
+def test_always_cloud_never_thinks_past_the_budget(slm_dir: Path, llm: InProcessLLM, budget: int) -> None:
+    # The LLM writes every step; its tokens count against the budget like the SLM's would.
+    router = EdgeRouter.from_folders(
+        slm_dir, llm, RouterConfig(AlwaysCloud(), settings(budget_tokens=budget, max_step_tokens=4,
+                                                           temperature=1.0)), CPU
+    )
+    result = router.answer(QUESTION)
+    thought = sum(s.llm_tokens for s in result.steps)
+    assert {s.writer for s in result.steps} == {"cloud"}
+    assert result.thinking_stop == "budget" and thought == budget, (result.thinking_stop, thought)
+
+
 def test_a_full_slm_context_ends_thinking_without_overflowing(
     forced: Callable[[str, str], Path], llm: InProcessLLM
 ) -> None:

@@ -194,6 +194,27 @@ def test_probe_rejected_for_the_token_closes_the_breaker_so_the_next_call_says_s
     assert "edge token" in health.last_error
 
 
+def test_the_first_probe_waits_out_the_breaker_period() -> None:
+    # A cloud that just failed is not asked again at once: the first ping comes only when the
+    # breaker's back-off is over (its `retry_in_s` is 0 by then, on the breaker's own clock).
+    breaker = CircuitBreaker(0.5)
+    left_at_ping: list[float] = []
+    pinged = threading.Event()
+
+    def ping(timeout_s: float) -> None:
+        left_at_ping.append(breaker.retry_in_s())
+        pinged.set()
+
+    health = HealthMonitor(breaker, ping, ping_interval_s=0.01, ping_timeout_s=1.0).start()
+    try:
+        breaker.trip("test fault")
+        assert pinged.wait(10.0)
+    finally:
+        health.stop()
+    assert left_at_ping[0] < 0.05, left_at_ping  # skipping the back-off pings with ~0.5 s left
+    assert _wait_closed(breaker)
+
+
 def test_probe_thread_stops() -> None:
     breaker = CircuitBreaker(60.0)
     health = HealthMonitor(breaker, ScriptedProbe(), ping_interval_s=60.0, ping_timeout_s=1.0).start()
