@@ -123,7 +123,8 @@ def test_a_server_state_that_differs_after_a_call_makes_the_next_call_a_reported
     assert tampered.sent[2].create and tampered.sent[2].new_text == "Let me think. Step one. Step two."
     # ... and the trace reports it as the resync it is.
     assert after.cost.resynced and after.cost.resync_bytes_up == after.cost.bytes_up > 0
-    assert not conversation.call(absorb("Let me think. Step one. Step two." + after.text + " More.")).cost.resynced
+    following = absorb("Let me think. Step one. Step two." + after.text + " More.")
+    assert not conversation.call(following).cost.resynced
     conversation.close()
 
 
@@ -236,13 +237,15 @@ def test_score_and_metrics(triton_server: TritonServer, llm: TritonLLM, link: Tr
     unknown = link.exchange(step_request(*new_ids(), action=pb.ABSORB, base=pb.TranscriptState()))
     view = conversation.server_view
     longer = pb.TranscriptState(length_bytes=view.length_bytes + 1, digest=view.digest)
-    length = link.exchange(step_request(conversation.context_id, llm.client_key, action=pb.ABSORB, base=longer))
+    length = link.exchange(step_request(conversation.context_id, llm.client_key, action=pb.ABSORB,
+                                        base=longer))
     assert (unknown.reply.mismatch.kind, length.reply.mismatch.kind) == (
         pb.ContextMismatch.UNKNOWN_CONTEXT, pb.ContextMismatch.LENGTH_MISMATCH)
     after = {name: metric(url, name) for name in names}
     costs = [absorbed.cost, scored.cost, written.cost]
     assert after["glimp_context_cache_hits_total"] - before["glimp_context_cache_hits_total"] == 3
-    assert after["glimp_decode_tokens_total"] - before["glimp_decode_tokens_total"] == written.cost.decode_tokens
+    decoded = after["glimp_decode_tokens_total"] - before["glimp_decode_tokens_total"]
+    assert decoded == written.cost.decode_tokens
     assert after["glimp_prefill_tokens_total"] - before["glimp_prefill_tokens_total"] == sum(
         c.prefill_tokens for c in costs) > 0
     assert bytes_held > before["glimp_context_cache_bytes"]  # the new context is held
