@@ -252,3 +252,4 @@ def test_score_and_metrics(triton_server: TritonServer, llm: TritonLLM, link: Tr
     assert metric(url, "glimp_context_mismatches_total", 'kind="UNKNOWN_CONTEXT"') - unknown_before == 1
     assert metric(url, "glimp_context_mismatches_total", 'kind="LENGTH_MISMATCH"') - length_before == 1
     assert metric(url, "nv_inference_request_success", 'model="glimp_llm"') - success_before == 5
+
