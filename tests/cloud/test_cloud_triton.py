@@ -34,8 +34,9 @@ def test_three_calls_send_only_new_text(llm: TritonLLM, tiny_qwen3_dir: Path) ->
     codec = TextCodec.load(tiny_qwen3_dir, Manifest.load(tiny_qwen3_dir))
     prompt = codec.render_prompt(list(MESSAGES))
     conversation = llm.open(MESSAGES)
-    transcript = "Let me think about this carefully, one step at a time. " * 3
+    transcript = "Let me think about this carefully, one step at a time. " * 6
     held = ""  # what the server holds after each call (appended text)
+    overheads = []  # bytes up beyond the new text, per delta call
     for call, delta in enumerate(["", "\n\nStep two: add them.", "\n\nStep three: check it."]):
         transcript = held + delta if call else transcript
         reply = conversation.call(write(transcript))
@@ -47,9 +48,12 @@ def test_three_calls_send_only_new_text(llm: TritonLLM, tiny_qwen3_dir: Path) ->
             # New tokens, plus at most the never-fed last generated token and a re-tokenized boundary.
             assert new_tokens <= reply.cost.prefill_tokens <= new_tokens + 2 < target // 4
             assert reply.cost.bytes_up < 300 + len(delta)  # the delta, not the transcript
+            overheads.append(reply.cost.bytes_up - len(delta.encode()))
         assert not reply.cost.resynced
         held = transcript + reply.text
     assert conversation.server_view.length_bytes == len(held.encode())
+    # Exactly the new text on top of a fixed overhead (ids, base, sampling; varint widths aside).
+    assert abs(overheads[0] - overheads[1]) <= 2, overheads
     conversation.close()
 
 
