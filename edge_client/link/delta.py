@@ -46,6 +46,9 @@ class TritonConversation:
         self.messages = tuple(messages)
         self.context_id = secrets.token_hex(max(16, CONTEXT_ID_MIN_HEX // 2))  # 128 random bits
         self._created = False
+        # The server holds a context we no longer trust (its state differed from ours after a
+        # call): the next call re-creates it, and that full resend is a resync like any other.
+        self._doubted = False
         self._resend_full = resend_full
         self._held_text = ""  # the appended text the server holds (as far as we know)
         self._held = TranscriptDigest(self._pairs())
@@ -65,7 +68,8 @@ class TritonConversation:
                   or not request.transcript.startswith(self._held_text))
         first = self._link.exchange(self._step_request(request, create=resend), timeout_s)
         exchanges = [first]
-        resync = first if resend and self._created and not self._resend_full else None
+        known = self._created or self._doubted  # a context of ours exists on the server
+        resync = first if resend and known and not self._resend_full else None
         if first.reply.WhichOneof("outcome") == "mismatch":
             mismatch = first.reply.mismatch
             log.info("context %s: %s (%s); resending the transcript", self.context_id[:8],
@@ -85,7 +89,7 @@ class TritonConversation:
 
     def close(self) -> None:
         """Free the server's copy (best effort: a failure here only leaves it to the idle TTL)."""
-        if not self._created:
+        if not (self._created or self._doubted):
             return
         close = pb.StepRequest(protocol_version=PROTOCOL_VERSION, context_id=self.context_id,
                                client_key=self._client_key, action=pb.CLOSE)
@@ -93,7 +97,7 @@ class TritonConversation:
             self._link.exchange(close)
         except CloudError as exc:
             log.debug("closing context %s failed: %s", self.context_id[:8], exc)
-        self._created = False
+        self._created = self._doubted = False
 
     def _pairs(self) -> list[tuple[str, str]]:
         return [(m.role, m.content) for m in self.messages]
@@ -120,6 +124,7 @@ class TritonConversation:
         """Move our view of the server's context to what it now holds, and check it agrees."""
         if created:
             self._held_text, self._held, self._created = "", TranscriptDigest(self._pairs()), True
+            self._doubted = False
         if request.action != LLMAction.SCORE:  # SCORE commits nothing
             appended = request.transcript[len(self._held_text):] + result.text
             self._held.extend(appended)
@@ -128,7 +133,7 @@ class TritonConversation:
         if (result.state.length_bytes, result.state.digest) != (view.length_bytes, view.digest):
             # Should not happen; the next call re-creates the context rather than build on a doubt.
             log.warning("context %s: the server's state differs from ours after a call", self.context_id[:8])
-            self._created = False
+            self._created, self._doubted = False, True
 
 
 def _sampling(params: SamplingParams) -> pb.Sampling:

@@ -111,19 +111,24 @@ def test_another_credential_cannot_see_or_extend_a_context(engine: Engine) -> No
     assert follow(engine, (context_id, owner_key), state, " mine").WhichOneof("outcome") == "result"
 
 
-def test_a_cancelled_call_commits_nothing(lm: CausalLM) -> None:
+def test_a_cancelled_write_with_new_text_commits_neither_the_text_nor_the_decode(lm: CausalLM) -> None:
+    # The call brings new text; the cancel comes mid-decode. The client's old base must still be
+    # the server's state (commit only on success), so the same call sent again is accepted. The
+    # cancel signal is injected here; tests/cloud/test_cloud_cancel.py runs Triton's real one.
+    new_text = "\n\nStep two: add them."
     reference = Engine(lm)
     ids = new_ids()
-    state = create(reference, ids, "", action=pb.ABSORB, max_tokens=0).state
-    expected = follow(reference, ids, state, "", max_tokens=30).result.text
+    state = create(reference, ids, "Step one.", action=pb.ABSORB, max_tokens=0).state
+    expected = follow(reference, ids, state, new_text, max_tokens=30).result
 
-    ticking = Engine(lm, clock=Clock(tick_s=1.0))  # every clock reading is a second later
-    state = create(ticking, ids, "", action=pb.ABSORB, max_tokens=0).state
-    cancelled = step_request(*ids, base=state, action=pb.WRITE_STEP, max_tokens=30)
+    ticking = Engine(lm, clock=Clock(tick_s=1.0))  # every clock reading a second later: polls at once
+    state = create(ticking, ids, "Step one.", action=pb.ABSORB, max_tokens=0).state
+    cancelled = step_request(*ids, base=state, action=pb.WRITE_STEP, max_tokens=30, new_text=new_text)
     with pytest.raises(RequestCancelled):
         ticking.handle(cancelled, is_cancelled=lambda: True)
-    retry = follow(ticking, ids, state, "", max_tokens=30)
-    assert retry.WhichOneof("outcome") == "result" and retry.result.text == expected
+    retry = follow(ticking, ids, state, new_text, max_tokens=30)
+    assert retry.WhichOneof("outcome") == "result"
+    assert (retry.result.text, retry.result.state.digest) == (expected.text, expected.state.digest)
 
 
 def test_score_matches_a_direct_computation_and_keeps_the_state(engine: Engine, lm: CausalLM) -> None:

@@ -10,6 +10,8 @@ from cloud_helpers import CALL_TIMEOUT_S, MESSAGES, metric, new_ids, step_reques
 from cloud_service.launcher import TritonServer, pick_free_port
 from edge_client.errors import CloudRejectedError, CloudUnavailableError, NotAuthorizedError
 from edge_client.link import CloudLinkConfig, TritonLink, TritonLLM, build_infer_request
+from edge_client.link.delta import TritonConversation
+from edge_client.link.transport import Exchange
 from edge_client.llm_backend import LLMAction, LLMRequest
 from onnx_lm import GREEDY, TextCodec
 from onnx_lm.manifest import Manifest
@@ -32,8 +34,9 @@ def test_three_calls_send_only_new_text(llm: TritonLLM, tiny_qwen3_dir: Path) ->
     codec = TextCodec.load(tiny_qwen3_dir, Manifest.load(tiny_qwen3_dir))
     prompt = codec.render_prompt(list(MESSAGES))
     conversation = llm.open(MESSAGES)
-    transcript = "Let me think about this carefully, one step at a time. " * 3
+    transcript = "Let me think about this carefully, one step at a time. " * 6
     held = ""  # what the server holds after each call (appended text)
+    overheads = []  # bytes up beyond the new text, per delta call
     for call, delta in enumerate(["", "\n\nStep two: add them.", "\n\nStep three: check it."]):
         transcript = held + delta if call else transcript
         reply = conversation.call(write(transcript))
@@ -45,9 +48,12 @@ def test_three_calls_send_only_new_text(llm: TritonLLM, tiny_qwen3_dir: Path) ->
             # New tokens, plus at most the never-fed last generated token and a re-tokenized boundary.
             assert new_tokens <= reply.cost.prefill_tokens <= new_tokens + 2 < target // 4
             assert reply.cost.bytes_up < 300 + len(delta)  # the delta, not the transcript
+            overheads.append(reply.cost.bytes_up - len(delta.encode()))
         assert not reply.cost.resynced
         held = transcript + reply.text
     assert conversation.server_view.length_bytes == len(held.encode())
+    # Exactly the new text on top of a fixed overhead (ids, base, sampling; varint widths aside).
+    assert abs(overheads[0] - overheads[1]) <= 2, overheads
     conversation.close()
 
 
@@ -87,6 +93,43 @@ def test_a_mismatch_is_typed_and_the_resend_matches_a_fresh_context(
     assert resent.cost.resynced and resent.cost.resync_bytes_up > 0
     assert resent.text == fresh.text and resent.stop_reason == fresh.stop_reason
     assert conversation.call(absorb(start + step + resent.text + "\n\n")).cost.resynced is False
+
+
+class TamperedStates:
+    """The real link, but the n-th reply reports a server state the client cannot agree with.
+
+    A server that disagrees after a successful call cannot be made on purpose (the engine commits
+    exactly what the client computes), so this one fault is injected into a real reply.
+    """
+
+    def __init__(self, link: TritonLink, tamper_call: int) -> None:
+        self.link, self.tamper_call, self.calls = link, tamper_call, 0
+        self.sent: list[pb.StepRequest] = []
+
+    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None) -> Exchange:
+        self.calls += 1
+        self.sent.append(request)
+        exchange = self.link.exchange(request, timeout_s)
+        if self.calls == self.tamper_call:
+            exchange.reply.result.state.digest = "0" * 64
+        return exchange
+
+
+def test_a_server_state_that_differs_after_a_call_makes_the_next_call_a_reported_resync(
+    llm: TritonLLM
+) -> None:
+    tampered = TamperedStates(llm.link, tamper_call=2)
+    conversation = TritonConversation(tampered, llm.client_key, MESSAGES)  # type: ignore[arg-type]
+    conversation.call(absorb("Let me think."))
+    conversation.call(absorb("Let me think. Step one."))  # its reply's state is tampered
+    after = conversation.call(write("Let me think. Step one. Step two.", max_tokens=4))
+    # No delta on a doubted base: the whole transcript went up again, with create=true ...
+    assert tampered.sent[2].create and tampered.sent[2].new_text == "Let me think. Step one. Step two."
+    # ... and the trace reports it as the resync it is.
+    assert after.cost.resynced and after.cost.resync_bytes_up == after.cost.bytes_up > 0
+    following = absorb("Let me think. Step one. Step two." + after.text + " More.")
+    assert not conversation.call(following).cost.resynced
+    conversation.close()
 
 
 def test_one_credential_cannot_read_or_extend_another_context(
@@ -176,20 +219,41 @@ def test_deadlines_and_unreachable_servers_are_unavailable(
         assert not nowhere.ready(timeout_s=2.0)
 
 
-def test_score_and_metrics(triton_server: TritonServer, llm: TritonLLM) -> None:
+def test_score_and_metrics(triton_server: TritonServer, llm: TritonLLM, link: TritonLink) -> None:
+    # The server is shared with earlier tests: every counter is read before and after, and the
+    # change must be exactly what this test's calls caused.
     url = triton_server.metrics_url
-    hits_before = metric(url, "glimp_context_cache_hits_total")
-    decode_before = metric(url, "glimp_decode_tokens_total")
+    names = ("glimp_context_cache_hits_total", "glimp_decode_tokens_total", "glimp_prefill_tokens_total",
+             "glimp_context_cache_bytes")
+    before = {name: metric(url, name) for name in names}
+    unknown_before = metric(url, "glimp_context_mismatches_total", 'kind="UNKNOWN_CONTEXT"')
+    length_before = metric(url, "glimp_context_mismatches_total", 'kind="LENGTH_MISMATCH"')
+    success_before = metric(url, "nv_inference_request_success", 'model="glimp_llm"')
     conversation = llm.open(MESSAGES)
-    conversation.call(absorb("Let me think."))
+    absorbed = conversation.call(absorb("Let me think."))
     scored = conversation.call(
         LLMRequest(LLMAction.SCORE, "Let me think.", GREEDY, candidate=" Two and two.")
     )
     assert scored.mean_logprob is not None and scored.mean_logprob < 0
     written = conversation.call(write("Let me think.", max_tokens=5))
-    assert metric(url, "glimp_context_cache_hits_total") >= hits_before + 2
-    assert metric(url, "glimp_decode_tokens_total") >= decode_before + written.cost.decode_tokens
-    assert metric(url, "glimp_prefill_tokens_total") > 0
-    assert metric(url, "glimp_context_cache_bytes") > 0
-    assert metric(url, "glimp_context_mismatches_total", 'kind="UNKNOWN_CONTEXT"') >= 0
-    assert metric(url, "nv_inference_request_success", 'model="glimp_llm"') > 0
+    bytes_held = metric(url, "glimp_context_cache_bytes")
+    # One mismatch of each of two kinds: a context never made, and a base of the wrong length.
+    unknown = link.exchange(step_request(*new_ids(), action=pb.ABSORB, base=pb.TranscriptState()))
+    view = conversation.server_view
+    longer = pb.TranscriptState(length_bytes=view.length_bytes + 1, digest=view.digest)
+    length = link.exchange(step_request(conversation.context_id, llm.client_key, action=pb.ABSORB,
+                                        base=longer))
+    assert (unknown.reply.mismatch.kind, length.reply.mismatch.kind) == (
+        pb.ContextMismatch.UNKNOWN_CONTEXT, pb.ContextMismatch.LENGTH_MISMATCH)
+    after = {name: metric(url, name) for name in names}
+    costs = [absorbed.cost, scored.cost, written.cost]
+    assert after["glimp_context_cache_hits_total"] - before["glimp_context_cache_hits_total"] == 3
+    decoded = after["glimp_decode_tokens_total"] - before["glimp_decode_tokens_total"]
+    assert decoded == written.cost.decode_tokens
+    assert after["glimp_prefill_tokens_total"] - before["glimp_prefill_tokens_total"] == sum(
+        c.prefill_tokens for c in costs) > 0
+    assert bytes_held > before["glimp_context_cache_bytes"]  # the new context is held
+    assert metric(url, "glimp_context_mismatches_total", 'kind="UNKNOWN_CONTEXT"') - unknown_before == 1
+    assert metric(url, "glimp_context_mismatches_total", 'kind="LENGTH_MISMATCH"') - length_before == 1
+    assert metric(url, "nv_inference_request_success", 'model="glimp_llm"') - success_before == 5
+

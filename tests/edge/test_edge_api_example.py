@@ -5,6 +5,7 @@ The examples name the toy pair's folders; here they run on the tiny test models 
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from collections.abc import Iterator
@@ -44,8 +45,19 @@ def test_docstring_example_runs(slm_dir: Path, llm_dir: Path, capsys: pytest.Cap
     namespace = run_example(docstring_example(), slm_dir, llm_dir)
     result = namespace["result"]
     assert isinstance(result, edge_client.RunResult)
-    assert f"/{result.totals.steps} steps by the LLM" in capsys.readouterr().out
-    assert '"steps"' in str(namespace["trace_json"])
+    router = namespace["router"]
+    assert isinstance(router, edge_client.EdgeRouter)
+    tau = router.config.policy.tau  # type: ignore[attr-defined]
+    # The split is the policy's: a step goes to the LLM exactly when its probe's entropy >= tau.
+    assert result.steps and all((s.writer == "cloud") == (s.entropy_nats >= tau) for s in result.steps)
+    totals = result.totals
+    assert totals.cloud_steps == sum(s.writer == "cloud" for s in result.steps)
+    assert result.answer_writer == "cloud" and result.answer and result.transcript.endswith(result.answer)
+    printed = capsys.readouterr().out
+    assert printed == f"{result.answer} {totals.cloud_steps}/{totals.steps} steps by the LLM\n"
+    trace = json.loads(str(namespace["trace_json"]))
+    assert [s["writer"] for s in trace["steps"]] == [s.writer for s in result.steps]
+    assert trace["answer"] == result.answer
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +86,24 @@ def test_readme_example_runs_against_a_real_cloud(
     namespace = run_example(examples[0].replace("127.0.0.1:8001", url), slm_dir, llm_dir)
     result = namespace["result"]
     assert isinstance(result, edge_client.RunResult)
-    # The answer came from the cloud over the resilient link, and the split printed is the trace's.
-    assert result.providers["llm"] == f"triton {url}"
-    assert result.answer_writer == "cloud" and result.totals.traffic.calls >= 1
-    assert result.totals.traffic.bytes_up > 0 and result.totals.traffic.bytes_down > 0
     printed = capsys.readouterr().out
+    # The same router in process (greedy, one seed) writes the same steps and answer: the cloud
+    # path changed nothing but where the LLM ran.
+    router = namespace["router"]
+    assert isinstance(router, edge_client.EdgeRouter)
+    in_process = edge_client.EdgeRouter.from_folders(
+        slm_dir, llm=edge_client.InProcessLLM.load(llm_dir), config=router.config).answer(result.question)
+    assert result.answer == in_process.answer and result.transcript == in_process.transcript
+    assert [s.writer for s in result.steps] == [s.writer for s in in_process.steps]
+    assert result.providers["llm"] == f"triton {url}" and result.answer_writer == "cloud"
     totals = result.totals
-    assert printed.strip() == f"{result.answer} {totals.cloud_steps}/{totals.steps} steps by the LLM".strip()
+    assert printed == f"{result.answer} {totals.cloud_steps}/{totals.steps} steps by the LLM\n"
+    # Bytes: one call per cloud step and one for the answer, nothing for the SLM's steps; each
+    # reply carries at least the text it brought; the totals are the records' sum.
+    records = [*result.steps, result.answer_record]
+    cloud = [r for r in records if r.writer == "cloud"]
+    assert totals.traffic.calls == len(cloud) == totals.cloud_steps + 1
+    assert all(r.traffic.bytes_up == 0 for r in result.steps if r.writer == "edge")
+    assert all(r.traffic.calls == 1 and r.traffic.bytes_down > len(r.text.encode()) for r in cloud)
+    assert totals.traffic.bytes_up == sum(r.traffic.bytes_up for r in records)
+    assert totals.traffic.resync_bytes_up == 0

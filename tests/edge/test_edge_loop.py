@@ -18,7 +18,6 @@ from edge_client import (
     EdgeRouter,
     EntropyThreshold,
     InProcessLLM,
-    NotAuthorizedError,
     RouterConfig,
     StepAverageEntropy,
     StepSettings,
@@ -26,7 +25,7 @@ from edge_client import (
 )
 from edge_client.llm_backend import LLMAction, LLMConversation, LLMReply, LLMRequest
 from edge_client.loop import MIN_ANSWER_TOKENS
-from edge_client.trace import AnswerStarted, Event, StepFinished, StepStarted, TextWritten
+from edge_client.trace import AnswerStarted, Event, StepFinished, StepStarted, TextWritten, Traffic
 from onnx_lm import CausalLM, ChatMessage, LMContext, SamplingParams, StopCriteria, decode_until, make_rng
 
 QUESTION = "What is 12+30?"
@@ -123,7 +122,11 @@ def test_always_cloud_costs_the_slm_one_probe_per_step_and_no_generation(
         result.answer_writer == "cloud"
         and result.totals.llm_tokens == sum(s.llm_tokens for s in result.steps) + result.answer_record.tokens
     )
-    assert result.thinking_stop in ("budget", "think_end", "eos", "repeat")
+    # Thinking ended for the reason the last step gives, or at the budget (40) the steps used up.
+    last, used = result.steps[-1], sum(s.llm_tokens for s in result.steps)
+    repeated = len(result.steps) > 1 and last.text == result.steps[-2].text
+    ended = last.stop if last.stop in ("think_end", "eos") else "repeat" if repeated else "budget"
+    assert result.thinking_stop == ended and (used == 40) == (ended == "budget")
     assert all(s.timing.cloud_compute_s > 0 and s.llm_prefill_tokens > 0 for s in result.steps)
 
 
@@ -168,6 +171,19 @@ def test_thinking_ends_at_the_token_budget(forced: Callable[[str, str], Path], l
     assert result.thinking_stop == "budget"
     assert [s.text for s in result.steps] == ["a" * 7]  # the last step is cut to the budget left
     assert result.transcript.startswith("aaaaaaa\n\n</think>")
+
+
+@pytest.mark.parametrize("budget", [5, 13, 21])
+def test_always_cloud_never_thinks_past_the_budget(slm_dir: Path, llm: InProcessLLM, budget: int) -> None:
+    # The LLM writes every step; its tokens count against the budget like the SLM's would.
+    router = EdgeRouter.from_folders(
+        slm_dir, llm, RouterConfig(AlwaysCloud(), settings(budget_tokens=budget, max_step_tokens=4,
+                                                           temperature=1.0)), CPU
+    )
+    result = router.answer(QUESTION)
+    thought = sum(s.llm_tokens for s in result.steps)
+    assert {s.writer for s in result.steps} == {"cloud"}
+    assert result.thinking_stop == "budget" and thought == budget, (result.thinking_stop, thought)
 
 
 def test_a_full_slm_context_ends_thinking_without_overflowing(
@@ -338,7 +354,9 @@ def test_unreachable_cloud_steps_and_answer_are_written_by_the_slm(slm_dir: Path
     for step in result.steps:
         if step.writer == "degraded":  # the probe is kept: the SLM wrote the step from it
             assert step.wasted_tokens == 0 and step.slm_tokens >= 1 and "did not answer" in step.error
-            assert step.timing.network_s >= 0
+            # The failed call is counted, but it brought no text, no bytes and no cloud time.
+            assert step.llm_tokens == 0 and step.traffic == Traffic(calls=1)
+            assert step.timing.cloud_compute_s == 0
     assert result.answer_writer == "degraded" and "did not answer" in result.answer_record.error
     assert result.totals.degraded_steps == writers.count("degraded")
     assert rng.draws == sum(s.slm_tokens for s in result.steps) + result.answer_record.tokens
@@ -354,17 +372,6 @@ def test_unreachable_cloud_while_judging_keeps_the_draft(slm_dir: Path, llm: InP
     result = router.answer(QUESTION)
     assert {(s.writer, s.decision) for s in result.steps} == {("degraded", "draft:accept")}
     assert result.answer_writer == "cloud"
-
-
-def test_a_refused_token_is_not_hidden(slm_dir: Path, llm: InProcessLLM) -> None:
-    def refuse(request: LLMRequest, n: int) -> Exception | None:
-        return NotAuthorizedError("the cloud rejected the edge token: fix GLIMP_EDGE_TOKEN")
-
-    router = EdgeRouter.from_folders(
-        slm_dir, FaultyLLM(llm, refuse), RouterConfig(AlwaysCloud(), settings()), CPU
-    )
-    with pytest.raises(NotAuthorizedError, match="GLIMP_EDGE_TOKEN"):
-        router.answer(QUESTION)
 
 
 class PushRecorder:

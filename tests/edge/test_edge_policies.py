@@ -97,6 +97,16 @@ def test_step_average_drafts_then_judges_the_mean_entropy() -> None:
     assert unsure.verdict == Verdict.REWRITE and unsure.signal_name == "step_mean_entropy"
 
 
+def test_step_average_rewrites_a_draft_whose_mean_is_exactly_tau() -> None:
+    # `>=`, as the first-token threshold: a mean of exactly tau goes to the LLM. 0.5 and 1.5
+    # average to 1.0 exactly in binary floating point, so no rounding blurs the boundary.
+    policy = StepAverageEntropy(tau=1.0)
+    at_tau = policy.after_draft(Draft("12", (0.5, 1.5)), lambda _: 0.0)
+    assert at_tau.signal == 1.0 and at_tau.verdict == Verdict.REWRITE
+    below = policy.after_draft(Draft("12", (0.5, 1.4999)), lambda _: 0.0)
+    assert below.verdict == Verdict.ACCEPT
+
+
 def test_verify_by_score_rewrites_drafts_the_llm_finds_unlikely() -> None:
     policy = VerifyByScore(threshold=-1.0)
     scored: list[str] = []

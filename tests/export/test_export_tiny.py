@@ -6,6 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from export import quantize
@@ -65,10 +66,16 @@ def test_int8_reports_its_cost(tiny_qwen3_checkpoint: Path, tiny_qwen3_dir: Path
     int8, fp32 = manifest.parity["model"], manifest.parity["float32_export"]
     assert manifest.quantization == "int8-dynamic" and int8["precision"] == "int8"
     assert fp32["passed"] is True
-    # The cost is measured and reported, not enforced: the figures must exist and be sane.
-    assert int8["tolerance"] is None and int8["passed"] is True
+    # The cost is measured and reported, not enforced (no tolerance, so no pass/fail to check):
+    # the reported difference is real, as the two models' own logits on the same ids show.
+    assert int8["tolerance"] is None
     assert int8["max_abs_logit_diff"] > fp32["max_abs_logit_diff"]
     assert 0 <= int8["greedy_matched"] <= int8["top1_agreed"] <= 32
+    ids = list(range(5, 25))
+    quantized, full = CausalLM.load(tmp_path / "int8"), CausalLM.load(tiny_qwen3_dir)
+    measured = float(np.abs(quantized.prefill(quantized.new_cache(), ids)
+                            - full.prefill(full.new_cache(), ids)).max())
+    assert measured > 10 * fp32["max_abs_logit_diff"]  # int8 moved the logits, far beyond fp32 noise
     assert (tmp_path / "int8" / "model.onnx").stat().st_size < (tiny_qwen3_dir / "model.onnx").stat().st_size
 
 

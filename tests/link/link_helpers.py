@@ -121,7 +121,6 @@ class StepHook:
     """An `on_event` callback: runs `actions[i]` after step i finishes and times every step."""
 
     actions: dict[int, Callable[[], None]] = field(default_factory=dict)
-    pause_s: float = 0.0  # after every step: a slower device, so a restart falls mid-question
     finished_at: dict[int, float] = field(default_factory=dict)  # step index -> time.monotonic()
 
     def __call__(self, event: Event) -> None:
@@ -131,8 +130,6 @@ class StepHook:
         self.finished_at[index] = time.monotonic()
         if index in self.actions:
             self.actions[index]()
-        if self.pause_s:
-            time.sleep(self.pause_s)
 
 
 def answer(slm: CausalLM, llm: object, question: str = "hello",

@@ -27,15 +27,32 @@ def _emulator(server: TritonServer, profile: LinkProfile) -> LinkEmulator:
     return LinkEmulator(host, int(port), profile)
 
 
+REQUEST_MIN_BYTES = 100  # a StepRequest on the wire; flow-control frames are 13-26 bytes
+
+
+def cut_once_delivered(link: LinkEmulator) -> None:
+    """From a thread: cut `link` as soon as the next request's bytes have gone through to the server."""
+    sent_before = link.stats.snapshot()[0]
+
+    def watch() -> None:
+        tick = threading.Event()
+        while link.stats.snapshot()[0] < sent_before + REQUEST_MIN_BYTES:
+            tick.wait(0.001)
+        link.cut()
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def test_a_cut_mid_call_on_a_slow_link_is_retried_and_nothing_is_lost(
     shared_server: TritonServer, link_token: str, slm: CausalLM
 ) -> None:
     with connect(shared_server.grpc_url, link_token) as llm:
         reference = answer(slm, llm)
-    slow = LinkProfile(rtt_s=0.04, bandwidth_mbit_s=2.0)
+    slow = LinkProfile(rtt_s=0.2, bandwidth_mbit_s=2.0)
     with _emulator(shared_server, slow) as link, connect(link.address, link_token) as llm:
-        # The 5th call needs 40 ms for its round trip: cut the link 10 ms after it goes out.
-        cut_in_flight = BeforeCall(llm, {5: lambda: threading.Timer(0.01, link.cut).start()})
+        # Cut the link once the 5th call's request has reached the server: its reply is then at
+        # least half a round trip (100 ms) away, so the cut always lands mid-call.
+        cut_in_flight = BeforeCall(llm, {5: lambda: cut_once_delivered(link)})
         result = answer(slm, cut_in_flight)
         cuts, connections, retries = link.stats.cuts, link.stats.connections, llm.retries
         breaker = llm.breaker_state()

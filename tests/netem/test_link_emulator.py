@@ -64,11 +64,12 @@ def test_cut_and_down_drop_the_link(echo_port: int) -> None:
         sock.sendall(b"hello")
         assert sock.recv(100) == b"hello"
         link.cut()
-        time.sleep(0.1)
-        with pytest.raises(OSError):
-            sock.sendall(b"again")
-            if not sock.recv(100):
-                raise ConnectionResetError("closed")
+        # The cut resets the connection: the next read ends it (reset, or end of stream), no wait.
+        try:
+            ended = sock.recv(100) == b""
+        except ConnectionResetError:
+            ended = True
+        assert ended
         sock.close()
         link.set_down(True)
         refused = socket.create_connection(("127.0.0.1", link.port), timeout=5)
@@ -76,8 +77,8 @@ def test_cut_and_down_drop_the_link(echo_port: int) -> None:
         assert refused.recv(100) == b""  # accepted by the kernel, then aborted by the emulator
         refused.close()
         link.set_down(False)
-        assert _round_trip(link.port, b"back") >= 0
-        assert link.stats.cuts >= 1
+        _round_trip(link.port, b"back")  # up again: the whole payload echoes back
+        assert link.stats.cuts == 1
 
 
 @pytest.mark.parametrize(("rtt", "bw"), [(-1.0, 1.0), (float("nan"), 1.0), (0.01, -5.0)])

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 
-from glimp_common.errors import BadInputError, ModelContractError
+from glimp_common.errors import BadInputError, ModelContractError, ProviderError
 from onnx_lm import (
     GREEDY,
     CausalLM,
@@ -23,6 +25,7 @@ from onnx_lm import (
     make_rng,
 )
 from onnx_lm.manifest import Manifest
+from onnx_lm.providers import CPU, CUDA, has_gpu_device
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +147,19 @@ def test_manifest_validation_names_the_field(tiny_qwen3_dir: Path) -> None:
 def test_unknown_provider_is_a_clear_error(tiny_qwen3_dir: Path) -> None:
     with pytest.raises(BadInputError, match="unknown execution provider 'rocm'"):
         CausalLM.load(tiny_qwen3_dir, SessionConfig(providers="rocm"))
+
+
+@pytest.mark.skipif(CUDA not in ort.get_available_providers() or has_gpu_device(),
+                    reason="needs onnxruntime-gpu listing CUDA on a machine without a GPU")
+def test_a_listed_but_failing_provider_falls_back_to_cpu(
+    tiny_qwen3_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # onnxruntime-gpu lists CUDA here, but it cannot run: it counts only after a real run, so the
+    # load moves on to the CPU, and says why.
+    with caplog.at_level(logging.WARNING, logger="onnx_lm.session"):
+        lm = CausalLM.load(tiny_qwen3_dir, SessionConfig(providers=["cuda", "cpu"]))
+    assert lm.provider.name == CPU and lm.session_providers[0] == CPU and lm.provider.device == "cpu"
+    assert any("CUDAExecutionProvider failed" in r.getMessage() for r in caplog.records)
+    assert lm.prefill(lm.new_cache(), [5, 6, 7]).shape == (lm.manifest.vocab_size,)
+    with pytest.raises(ProviderError, match="no execution provider could run .*cuda: "):
+        CausalLM.load(tiny_qwen3_dir, SessionConfig(providers=["cuda"]))
