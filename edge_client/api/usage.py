@@ -10,6 +10,7 @@ OpenAI's fields: `prompt_tokens` (the prompt as the SLM renders and tokenizes it
   degraded_steps   the same count as steps.degraded, flat for a quick check
   degraded         true when any step or the answer was written without the cloud it needed
   answer_writer    "cloud" | "edge" | "degraded" | "none"
+  answer_tokens    tokens of the answer (completion_tokens = reasoning_tokens + answer_tokens)
   step_writers     writer of each step, in order
   entropy_nats     first-token entropy of each step (what the threshold policy compares)
   cloud_tokens     {"input", "output"}: tokens the cloud LLM read (prefill) and wrote
@@ -58,6 +59,7 @@ def split_of(result: RunResult, prompt_tokens: int, prices: Prices | None) -> di
         "degraded_steps": t.degraded_steps,
         "degraded": is_degraded(result),
         "answer_writer": result.answer_writer,
+        "answer_tokens": result.answer_record.tokens,
         "step_writers": [step.writer for step in result.steps],
         "entropy_nats": [round(step.entropy_nats, 4) for step in result.steps],
         "cloud_tokens": {"input": cloud_in, "output": cloud_out},
