@@ -66,6 +66,10 @@ class Engine:
         self._lock = threading.Condition()
         self.cancelled_total = 0  # runs stopped by a cancel (a client gone, a stalled stream)
         self.finished_total = 0
+        self.running = 0  # runs on the worker now (0 or 1: the queue's promise)
+        self.peak_running = 0  # the most runs ever at once
+        self.peak_waiting = 0  # the most requests ever queued at once
+        self._waiting = 0
 
     @property
     def cloud(self) -> str:
@@ -79,6 +83,9 @@ class Engine:
     def submit(self, job: Job) -> Future[Finished]:
         """Queue `job`; the future holds its run, or GenerationCancelled / the error that ended it."""
         self.metrics.queued.inc()
+        with self._lock:
+            self._waiting += 1
+            self.peak_waiting = max(self.peak_waiting, self._waiting)
         return self._worker.submit(self._run, job)
 
     def wait_cancelled(self, count: int, timeout_s: float) -> bool:
@@ -92,6 +99,17 @@ class Engine:
 
     def _run(self, job: Job) -> Finished:
         self.metrics.queued.dec()
+        with self._lock:
+            self._waiting -= 1
+            self.running += 1
+            self.peak_running = max(self.peak_running, self.running)
+        try:
+            return self._run_counted(job)
+        finally:
+            with self._lock:
+                self.running -= 1
+
+    def _run_counted(self, job: Job) -> Finished:
         try:
             if job.cancel.is_set():
                 raise GenerationCancelled("the request was cancelled while it waited")

@@ -33,14 +33,17 @@ def test_eight_clients_at_once_get_the_answers_each_gets_alone(served: Served) -
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(ask, QUESTIONS))
     assert together == alone  # one shared SLM session, yet no run saw another's KV cache or rng
+    # The requests did overlap (several waited at once), yet only one run was ever on the SLM.
+    assert served.engine.peak_waiting >= 2 and served.engine.peak_running == 1
 
 
 @pytest.fixture()
 def one_credit(pair: tuple[CausalLM, InProcessLLM]) -> Iterator[Served]:
     # One credit: the run may be at most one event ahead of its client, so it is still running
     # when the client leaves after its first piece of text. Every step by the cloud: each one a call.
+    # A stall timeout far beyond the test's wait: only the disconnect can cancel the run.
     config = RouterConfig(policy=AlwaysCloud(), steps=StepSettings(seed=0))
-    with serve(*pair, config=config, settings=ApiSettings(stream_credits=1)) as running:
+    with serve(*pair, config=config, settings=ApiSettings(stream_credits=1, stall_timeout_s=600)) as running:
         yield running
 
 
