@@ -58,7 +58,7 @@ def create_app(engine: Engine, settings: ApiSettings) -> FastAPI:
         _authorize(request, settings)
         chat = await _chat_request(request, engine, settings)
         offline_ok = settings.offline_ok if chat.offline_ok is None else chat.offline_ok
-        job = Job(chat.messages, chat.steps, offline_ok)
+        job = Job(chat.messages, chat.steps, offline_ok, chat.stop)
         completion = Completion(chat, settings)
         if chat.stream:
             return EventSourceResponse(stream_run(engine, completion, job), ping=15)

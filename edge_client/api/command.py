@@ -41,6 +41,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      default=env_flag("GLIMP_API_OFFLINE_OK", True),
                      help="when the cloud is down, answer with the SLM alone (flagged degraded) instead of "
                           "503; a request's offline_ok overrides it (env GLIMP_API_OFFLINE_OK)")
+    api.add_argument("--max-conversations", type=int, default=env_int("GLIMP_API_MAX_CONVERSATIONS", 4),
+                     help="conversations whose SLM context is held for their next turn; 0 holds none "
+                          "(env GLIMP_API_MAX_CONVERSATIONS)")
+    api.add_argument("--conversation-idle-s", type=float,
+                     default=env_float("GLIMP_API_CONVERSATION_IDLE_S", 300.0),
+                     help="a held conversation unused this long is dropped, seconds "
+                          "(env GLIMP_API_CONVERSATION_IDLE_S)")
     api.add_argument("--price-in-per-m", type=float, default=env_float(PRICE_IN_ENV),
                      help=f"cloud price per million input tokens, for usage.glimp.cost (env {PRICE_IN_ENV})")
     api.add_argument("--price-out-per-m", type=float, default=env_float(PRICE_OUT_ENV),
@@ -89,6 +96,8 @@ def _check(args: argparse.Namespace, needs_llm: bool) -> None:
     if needs_llm and not (args.llm_url or args.llm_local):
         raise BadInputError("the routing needs the large model: give --llm-url HOST:PORT or --llm-local DIR "
                             "(or use --policy local --answer-by slm)")
+    if args.max_conversations < 0 or args.conversation_idle_s <= 0:
+        raise BadInputError("--max-conversations must be >= 0 and --conversation-idle-s > 0")
     if not 0 <= args.port <= 65535:
         raise BadInputError(f"--port must be 0..65535, got {args.port}")
     check_role(args.slm, "slm")
@@ -110,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
                            offline_ok=args.offline_ok)
     session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)
     llm = run_command.llm_backend(args, session) if config.needs_llm else None
-    engine = Engine(CausalLM.load(args.slm, session), llm, config, ApiMetrics())
+    engine = Engine(CausalLM.load(args.slm, session), llm, config, ApiMetrics(),
+                    max_conversations=args.max_conversations, conversation_idle_s=args.conversation_idle_s)
     try:
         print(f"glimp api: serving {settings.model_id!r} on http://{args.host}:{args.port}/v1 "
               f"(cloud: {engine.cloud})", flush=True)

@@ -44,7 +44,7 @@ class Completion:
         return {**self._head("chat.completion"), "choices": [choice], "usage": self.usage(finished)}
 
     def usage(self, finished: Finished) -> dict[str, Any]:
-        return usage_of(finished.result, finished.prompt_tokens, self.settings.prices)
+        return usage_of(finished.result, finished.prompt_tokens, self.settings.prices, finished.continued)
 
     def first_chunk(self) -> dict[str, Any]:
         return self._chunk({"role": "assistant", "content": ""})

@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from edge_client.api.conversations import ConversationCache
 from edge_client.api.errors import GenerationCancelled, cloud_down
 from edge_client.api.metering import MeteredLLM
 from edge_client.api.metrics import ApiMetrics
+from edge_client.api.streaming import answer_as_sent
 from edge_client.config import RouterConfig, StepSettings
 from edge_client.llm_backend import LLMBackend
 from edge_client.loop import EdgeRouter, _QuestionRun, check_prompt_fits
@@ -38,6 +40,7 @@ class Job:
     messages: Sequence[ChatMessage]
     steps: StepSettings
     offline_ok: bool
+    stop: tuple[str, ...] = ()  # the answer as the client gets it (and resends) ends before these
     on_event: Callable[[Event], None] | None = None  # called on the worker thread
     cancel: threading.Event = field(default_factory=threading.Event)
 
@@ -48,13 +51,15 @@ class Finished:
 
     result: RunResult
     prompt_tokens: int
+    continued: bool = False  # the SLM continued a held conversation's context
 
 
 class Engine:
     """The SLM, the server's LLM backend and the routing config, behind one worker thread."""
 
     def __init__(
-        self, slm: CausalLM, llm: LLMBackend | None, config: RouterConfig, metrics: ApiMetrics,
+        self, slm: CausalLM, llm: LLMBackend | None, config: RouterConfig, metrics: ApiMetrics, *,
+        max_conversations: int = 4, conversation_idle_s: float = 300.0,
     ) -> None:
         self.slm = slm
         self.llm = llm
@@ -62,6 +67,7 @@ class Engine:
         self.metrics = metrics
         self.delimiter = config.delimiter or slm.manifest.step_delimiter
         self.think_end = slm.manifest.think_end
+        self.conversations = ConversationCache(max_conversations, conversation_idle_s, metrics.conversations)
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimp-slm")
         self._lock = threading.Condition()
         self.cancelled_total = 0  # runs stopped by a cancel (a client gone, a stalled stream)
@@ -114,7 +120,7 @@ class Engine:
             if job.cancel.is_set():
                 raise GenerationCancelled("the request was cancelled while it waited")
             prompt_tokens = self.prompt_tokens(job.messages)
-            result = self._answer(job)
+            result, continued = self._answer(job)
         except GenerationCancelled:
             with self._lock:
                 self.cancelled_total += 1
@@ -123,16 +129,24 @@ class Engine:
             raise
         with self._lock:
             self.finished_total += 1
-        return Finished(result, prompt_tokens)
+        return Finished(result, prompt_tokens, continued)
 
-    def _answer(self, job: Job) -> RunResult:
+    def _answer(self, job: Job) -> tuple[RunResult, bool]:
         llm = MeteredLLM(self.llm, self.metrics, job.cancel) if self.llm is not None else None
         router = EdgeRouter(self.slm, llm, replace(self.config, steps=job.steps))
         guard = _Guard(job)
         # The public EdgeRouter.answer takes one question; a chat history is a list of messages,
         # rendered whole by each side's template, so the run is started from the messages.
         messages = list(job.messages)
-        return _QuestionRun(router, messages, guard, None).run(messages[-1].content)
+        run = _QuestionRun(router, messages, guard, None)
+        held = self.conversations.take(messages)
+        if held is not None:
+            # The earlier turns' KV: the first sync keeps the common token prefix, feeds the rest.
+            run.q.ctx = held
+            self.metrics.continued.inc()
+        result = run.run(messages[-1].content)
+        self.conversations.put(messages, answer_as_sent(result.answer, job.stop)[0], run.q.ctx)
+        return result, held is not None
 
 
 class _Guard:

@@ -34,7 +34,7 @@ class MeteredLLM:
     def open(self, messages: Sequence[ChatMessage]) -> LLMConversation:
         self._check()
         conversation = MeteredConversation(self.backend.open(messages), self)
-        self.metrics.conversations.inc()
+        self.metrics.cloud_conversations.inc()
         return conversation
 
     def close(self) -> None:
@@ -70,5 +70,5 @@ class MeteredConversation:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.owner.metrics.conversations.dec()
+            self.owner.metrics.cloud_conversations.dec()
             self.inner.close()

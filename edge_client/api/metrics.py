@@ -40,7 +40,12 @@ class ApiMetrics:
         self.all_cloud_cost = Counter("glimp_all_cloud_cost_total",
                                       "estimated money of the same answers all in the cloud", ["currency"],
                                       registry=r)
-        self.conversations = Gauge("glimp_conversations_held", "LLM conversations open right now", registry=r)
+        self.conversations = Gauge("glimp_conversations_held",
+                                   "conversations whose SLM context is held for their next turn", registry=r)
+        self.cloud_conversations = Gauge("glimp_cloud_conversations_open", "LLM conversations open right now",
+                                         registry=r)
+        self.continued = Counter("glimp_conversations_continued_total",
+                                 "turns that continued a held conversation's SLM context", registry=r)
         self.requests = Counter("glimp_requests_total", "chat completions, by outcome", ["outcome"],
                                 registry=r)
         self.queued = Gauge("glimp_requests_waiting", "requests waiting for the SLM worker", registry=r)

@@ -115,12 +115,17 @@ class DeltaWriter:
         return [Delta(kind, text, self.writer, self.step)] if text else []
 
 
+def answer_as_sent(answer: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    """(the answer up to its first stop string, whether one was found): what the client receives."""
+    cut = StopFilter(stops)
+    return cut.feed(answer) + cut.flush(), cut.stopped
+
+
 def whole_texts(result: RunResult, delimiter: str, think_end: str | None, stops: tuple[str, ...]) -> tuple[
         str, str, bool]:
     """(reasoning, answer, stopped) of a finished run, as its stream would have delivered them."""
     reasoning = delimiter.join(step.text for step in result.steps)
     if think_end and reasoning.endswith(think_end):
         reasoning = reasoning[: -len(think_end)]
-    answer = StopFilter(stops)
-    content = answer.feed(result.answer) + answer.flush()
-    return reasoning, content, answer.stopped
+    content, stopped = answer_as_sent(result.answer, stops)
+    return reasoning, content, stopped

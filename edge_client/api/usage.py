@@ -18,6 +18,9 @@ OpenAI's fields: `prompt_tokens` (the prompt as the SLM renders and tokenizes it
   bytes            {"up", "down", "resync_up"}: serialized bytes over the link
   cloud_calls      LLM calls made
   time_s           {"edge_compute_s", "network_s", "cloud_queue_s", "cloud_compute_s", "wall_s"}
+  conversation     {"continued", "slm_reused_tokens"}: whether this turn continued a conversation the
+                   device holds (edge_client.api.conversations), and the prompt tokens the SLM did not
+                   have to feed again
   cost             null without prices; else {"currency", "cost", "all_cloud_cost", "saved",
                    "all_cloud_input_tokens", "all_cloud_output_tokens"}: the money at the cloud's
                    prices, and the estimate of one all-cloud generation of the same answer
@@ -38,7 +41,9 @@ def is_degraded(result: RunResult) -> bool:
     return result.totals.degraded_steps > 0 or result.answer_writer == "degraded"
 
 
-def usage_of(result: RunResult, prompt_tokens: int, prices: Prices | None) -> dict[str, Any]:
+def usage_of(
+    result: RunResult, prompt_tokens: int, prices: Prices | None, continued: bool = False,
+) -> dict[str, Any]:
     """The completion's `usage` (see the module doc)."""
     reasoning = sum(step.step_tokens for step in result.steps)
     completion = completion_tokens(result)
@@ -47,7 +52,8 @@ def usage_of(result: RunResult, prompt_tokens: int, prices: Prices | None) -> di
         "completion_tokens": completion,
         "total_tokens": prompt_tokens + completion,
         "completion_tokens_details": {"reasoning_tokens": reasoning},
-        "glimp": split_of(result, prompt_tokens, prices),
+        "glimp": {**split_of(result, prompt_tokens, prices),
+                  "conversation": _conversation(result, prompt_tokens, continued)},
     }
 
 
@@ -71,6 +77,11 @@ def split_of(result: RunResult, prompt_tokens: int, prices: Prices | None) -> di
         "time_s": asdict(t.timing),
         "cost": _cost(result, prompt_tokens, prices),
     }
+
+
+def _conversation(result: RunResult, prompt_tokens: int, continued: bool) -> dict[str, Any]:
+    fed = result.steps[0].slm_prefill_tokens if result.steps else prompt_tokens
+    return {"continued": continued, "slm_reused_tokens": max(0, prompt_tokens - fed)}
 
 
 def _cost(result: RunResult, prompt_tokens: int, prices: Prices | None) -> dict[str, Any] | None:

@@ -86,10 +86,10 @@ class Served:
 
 @contextlib.contextmanager
 def serve(slm: CausalLM, llm: LLMBackend | None, config: RouterConfig = CONFIG,
-          settings: ApiSettings | None = None) -> Iterator[Served]:
+          settings: ApiSettings | None = None, max_conversations: int = 4) -> Iterator[Served]:
     """The app on a free loopback port, on its own thread, for the block's duration."""
     flaky = FlakyLLM(llm) if llm is not None else None
-    engine = Engine(slm, flaky, config, ApiMetrics())
+    engine = Engine(slm, flaky, config, ApiMetrics(), max_conversations=max_conversations)
     try:
         with ThreadedServer(create_app(engine, settings or ApiSettings())) as server:
             yield Served(server.url, engine, flaky)
