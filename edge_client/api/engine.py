@@ -76,6 +76,7 @@ class Engine:
         self.peak_running = 0  # the most runs ever at once
         self.peak_waiting = 0  # the most requests ever queued at once
         self._waiting = 0
+        self._current: Job | None = None  # the job on the worker, for close() to cancel
 
     @property
     def cloud(self) -> str:
@@ -100,7 +101,10 @@ class Engine:
             return self._lock.wait_for(lambda: self.cancelled_total >= count, timeout_s)
 
     def close(self) -> None:
-        """Stop taking jobs; wait for the running one."""
+        """Stop taking jobs, drop the queued ones, cancel the running one and wait for it to stop."""
+        with self._lock:
+            if self._current is not None:
+                self._current.cancel.set()
         self._worker.shutdown(wait=True, cancel_futures=True)
 
     def _run(self, job: Job) -> Finished:
@@ -109,11 +113,13 @@ class Engine:
             self._waiting -= 1
             self.running += 1
             self.peak_running = max(self.peak_running, self.running)
+            self._current = job
         try:
             return self._run_counted(job)
         finally:
             with self._lock:
                 self.running -= 1
+                self._current = None
 
     def _run_counted(self, job: Job) -> Finished:
         try:
