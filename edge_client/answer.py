@@ -44,7 +44,9 @@ class AnswerWriter:
         q.emit(TextWritten(reply.text))
         timing, traffic = cost_parts(costs, wall_s=time.perf_counter() - started)
         tokens = reply.cost.decode_tokens
-        record = AnswerRecord("cloud", reply.text, reply.stop_reason, tokens, timing, traffic)
+        prefill = sum(cost.prefill_tokens for cost in costs)
+        record = AnswerRecord("cloud", reply.text, reply.stop_reason, tokens, timing, traffic,
+                              llm_prefill_tokens=prefill)
         q.emit(AnswerFinished(record))
         return record
 

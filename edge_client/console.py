@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from edge_client.cost import Prices, RunCost, run_cost
 from edge_client.trace import (
     AnswerFinished,
     AnswerStarted,
@@ -70,9 +71,13 @@ def offline_banner(result: RunResult) -> str | None:
     return f"answered partly offline: {', '.join(parts)} (the cloud was unreachable)"
 
 
-def render_summary(result: RunResult) -> str:
+def render_summary(result: RunResult, prices: Prices | None = None) -> str:
     """A few lines: a banner when the cloud was down, steps and tokens by side, bytes each way,
-    where the time went."""
+    where the time went, and the cost.
+
+    The cost line is shown when `prices` are given or set in the environment (GLIMP_PRICE_IN_PER_M,
+    GLIMP_PRICE_OUT_PER_M; edge_client.cost says how the all-cloud estimate is made).
+    """
     t = result.totals
     banner = offline_banner(result)
     lines = [*([banner] if banner else []),
@@ -86,7 +91,20 @@ def render_summary(result: RunResult) -> str:
         _time_line(t.timing),
         "providers: " + ", ".join(f"{side} {name}" for side, name in result.providers.items()),
     ]
+    prices = prices if prices is not None else Prices.from_env()
+    if prices is not None:
+        lines.append(cost_line(run_cost(result, prices)))
     return "\n".join(lines)
+
+
+def cost_line(cost: RunCost) -> str:
+    """'cost: 0.000123 USD (cloud in 40, out 12 tokens); all in the cloud 0.000456 USD (saved 73%)'."""
+    share = f"saved {cost.saved / cost.all_cloud_cost:.0%}" if cost.all_cloud_cost else "nothing to save"
+    return (
+        f"cost: {cost.cost:.6f} {cost.currency} (cloud in {cost.cloud_input_tokens}, out "
+        f"{cost.cloud_output_tokens} tokens); all in the cloud {cost.all_cloud_cost:.6f} {cost.currency} "
+        f"({share})"
+    )
 
 
 def _time_line(timing: Timing) -> str:

@@ -97,6 +97,7 @@ class AnswerRecord:
     timing: Timing = field(default_factory=Timing)
     traffic: Traffic = field(default_factory=Traffic)
     error: str = ""
+    llm_prefill_tokens: int = 0  # tokens the LLM fed to catch up before answering (0 when not called)
 
 
 @dataclass(frozen=True)
