@@ -22,7 +22,9 @@ from glimp_common.env import env_flag, env_float, env_int, env_str
 from glimp_common.errors import BadInputError
 from onnx_lm import SessionConfig
 
-_NOT_HERE = ("question", "json_path")  # `glimp run` flags that mean nothing to a server
+# `glimp run` flags that mean nothing to a server, or mean more here: the endpoint's own --offline-ok
+# decides both whether an unreachable cloud stops a request and whether a degraded answer is a 503.
+_NOT_HERE = ("question", "json_path", "offline_ok")
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
