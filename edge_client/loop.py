@@ -44,6 +44,7 @@ from edge_client.trace import EventCallback, RunResult, StepFinished, StepRecord
 from edge_client.writers import CloudWriter, DraftWriter, EdgeWriter, StepWriter
 from glimp_common.errors import BadInputError
 from onnx_lm import (
+    SLM_STREAM,
     CausalLM,
     ChatMessage,
     LMContext,
@@ -53,8 +54,6 @@ from onnx_lm import (
     make_rng,
     sample_token,
 )
-
-_SLM_STREAM = 0  # random stream of the SLM's sampling under a seed (the in-process LLM uses 1)
 
 
 def prompt_messages(question: str, system_prompt: str | None = None) -> list[ChatMessage]:
@@ -179,7 +178,7 @@ class _QuestionRun:
         stops = [router.delimiter] + ([router.think_end] if router.think_end else [])
         self.q = QuestionState(
             slm, LMContext(slm), slm.tokenizer.render_prompt(messages), sampling,
-            rng if rng is not None else make_rng(sampling, _SLM_STREAM), tuple(stops), router.think_end,
+            rng if rng is not None else make_rng(sampling, SLM_STREAM), tuple(stops), router.think_end,
             CloudSession(router.llm if self.config.needs_llm else None), on_event,
         )
         edge = EdgeWriter(self.q)

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from edge_client import InProcessLLM
-from edge_client.in_process_llm import _LLM_STREAM
 from edge_client.llm_backend import LLMAction, LLMRequest
-from onnx_lm import ChatMessage, LMContext, SamplingParams, StopCriteria, decode_until, make_rng
+from onnx_lm import LLM_STREAM, ChatMessage, LMContext, SamplingParams, StopCriteria, decode_until, make_rng
 from onnx_lm.sampling import log_softmax
 
 MESSAGES = [ChatMessage("user", "What is 12+30?")]
@@ -52,7 +51,7 @@ def test_write_step_sends_only_the_delta_and_reports_its_cost(llm: InProcessLLM)
     # The reply is what the model writes on its own from the prompt, and ends the same way.
     ctx = LMContext(llm.lm)
     ctx.sync(llm.lm.tokenizer.render_prompt(MESSAGES))
-    alone = decode_until(ctx, SAMPLING, StopCriteria(("\n\n",), 6), make_rng(SAMPLING, _LLM_STREAM))
+    alone = decode_until(ctx, SAMPLING, StopCriteria(("\n\n",), 6), make_rng(SAMPLING, LLM_STREAM))
     assert (first.text, first.stop_reason) == (alone.text, alone.stop_reason.value)
     # After a write the LLM holds transcript + reply: the next call feeds only the new text
     # (plus, at most, the last generated token, which a stop is never fed for).
