@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,8 +62,14 @@ def cloud(server: TritonServer, token: str) -> Iterator[TritonLLM]:
 
 
 def mixed_run(router: EdgeRouter) -> RunResult:
-    """The run of the first seed whose steps are on both sides."""
+    """The run of the first seed whose steps are on both sides.
+
+    The seed goes to both models (the cloud samples under the config's seed): with random weights
+    the first steps' entropies are fixed by the prompt, so only a different cloud text changes
+    where the run goes next.
+    """
     for seed in range(10):
+        router.config = replace(router.config, steps=replace(router.config.steps, seed=seed))
         result = router.answer(QUESTION, rng=np.random.default_rng(seed))
         if {"edge", "cloud"} <= {s.writer for s in result.steps}:
             return result
