@@ -31,6 +31,7 @@ import numpy as np
 
 from cloud_service.engines.context_store import ContextStore, StoreLimits, StoreStats
 from cloud_service.errors import InvalidRequest
+from cloud_service.mismatch import base_mismatch
 from cloud_service.serving_config import ServingConfig
 from cloud_service.validation import Call, parse_request, validate
 from glimp_common.errors import GlimpError
@@ -203,24 +204,12 @@ class Engine:
         if call.create:
             return self._new_context(call)
         entry = self.store.get(call.key, now_s)
-        if entry is None:
-            return self._mismatch(pb.ContextMismatch.UNKNOWN_CONTEXT, None,
-                                  "no such context for this credential: resend it with create=true")
-        held = entry.view()
-        if call.base.length_bytes != held.length_bytes:
-            return self._mismatch(pb.ContextMismatch.LENGTH_MISMATCH, held,
-                                  f"server holds {held.length_bytes} bytes, the client "
-                                  f"said {call.base.length_bytes}: resend it with create=true")
-        if call.base.digest != held.digest:
-            return self._mismatch(pb.ContextMismatch.DIGEST_MISMATCH, held,
-                                  "same length, different text: resend it with create=true")
+        mismatch = base_mismatch(call, entry.view() if entry is not None else None)
+        if mismatch is not None:
+            self._mismatches[pb.ContextMismatch.Kind.Name(mismatch.kind)] += 1
+            return mismatch
+        assert entry is not None  # base_mismatch answers UNKNOWN_CONTEXT for a missing one
         return entry
-
-    def _mismatch(self, kind: pb.ContextMismatch.Kind, held: TranscriptView | None,
-                  detail: str) -> pb.ContextMismatch:
-        self._mismatches[pb.ContextMismatch.Kind.Name(kind)] += 1
-        state = pb.TranscriptState(length_bytes=held.length_bytes, digest=held.digest) if held else None
-        return pb.ContextMismatch(kind=kind, server_state=state, detail=detail)
 
     def _new_context(self, call: Call) -> ServerContext:
         try:

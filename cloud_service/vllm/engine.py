@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloud_service.errors import GlimpError, InvalidRequest
+from cloud_service.mismatch import base_mismatch
 from cloud_service.validation import Call, parse_request, validate
 from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import TranscriptView
@@ -158,24 +159,12 @@ class VllmEngine:
         if call.create:
             return TextContext(tuple((m.role, m.content) for m in call.messages), self._render(call))
         entry = self.table.get(call.key, now_s)
-        if entry is None:
-            return self._mismatch(pb.ContextMismatch.UNKNOWN_CONTEXT, None,
-                                  "no such context for this credential: resend it with create=true")
-        held = entry.view()
-        if call.base.length_bytes != held.length_bytes:
-            return self._mismatch(pb.ContextMismatch.LENGTH_MISMATCH, held,
-                                  f"server holds {held.length_bytes} bytes, the client "
-                                  f"said {call.base.length_bytes}: resend it with create=true")
-        if call.base.digest != held.digest:
-            return self._mismatch(pb.ContextMismatch.DIGEST_MISMATCH, held,
-                                  "same length, different text: resend it with create=true")
+        mismatch = base_mismatch(call, entry.view() if entry is not None else None)
+        if mismatch is not None:
+            self._mismatches[pb.ContextMismatch.Kind.Name(mismatch.kind)] += 1
+            return mismatch
+        assert entry is not None  # base_mismatch answers UNKNOWN_CONTEXT for a missing one
         return entry
-
-    def _mismatch(self, kind: pb.ContextMismatch.Kind, held: TranscriptView | None,
-                  detail: str) -> pb.ContextMismatch:
-        self._mismatches[pb.ContextMismatch.Kind.Name(kind)] += 1
-        state = pb.TranscriptState(length_bytes=held.length_bytes, digest=held.digest) if held else None
-        return pb.ContextMismatch(kind=kind, server_state=state, detail=detail)
 
     def _render(self, call: Call) -> str:
         fmt = self.settings.prompt

@@ -1,0 +1,33 @@
+"""The contract's check of a call's base against what the server holds, shared by every engine.
+
+A call that does not create its context names the transcript it believes the server holds
+(length + digest). Any difference is a typed `ContextMismatch` reply, never an error, and the
+client resends the whole transcript with create=true (protos/edge_cloud_v1.proto).
+"""
+
+from __future__ import annotations
+
+from cloud_service.validation import Call
+from protos import edge_cloud_v1_pb2 as pb
+from protos.contract import TranscriptView
+
+_RESEND = "resend it with create=true"
+
+
+def base_mismatch(call: Call, held: TranscriptView | None) -> pb.ContextMismatch | None:
+    """The mismatch between `call.base` and `held` (None: no such context here), or None if they agree."""
+    if held is None:
+        return _mismatch(pb.ContextMismatch.UNKNOWN_CONTEXT, None,
+                         f"no such context for this credential: {_RESEND}")
+    if call.base.length_bytes != held.length_bytes:
+        return _mismatch(pb.ContextMismatch.LENGTH_MISMATCH, held,
+                         f"server holds {held.length_bytes} bytes, the client said {call.base.length_bytes}: "
+                         f"{_RESEND}")
+    if call.base.digest != held.digest:
+        return _mismatch(pb.ContextMismatch.DIGEST_MISMATCH, held, f"same length, different text: {_RESEND}")
+    return None
+
+
+def _mismatch(kind: pb.ContextMismatch.Kind, held: TranscriptView | None, detail: str) -> pb.ContextMismatch:
+    state = pb.TranscriptState(length_bytes=held.length_bytes, digest=held.digest) if held else None
+    return pb.ContextMismatch(kind=kind, server_state=state, detail=detail)
