@@ -6,8 +6,15 @@ plus a *copy* of the stub for this interpreter), `LD_LIBRARY_PATH` with the whee
 libraries and this interpreter's libpython, and this environment's `bin/` first on `PATH`
 (the stub runs Python isolated and takes its prefix from the first `python3` there).
 
-Ready means a real tiny inference succeeded, not just health. Stopping sends SIGTERM, then
-SIGKILL to the server's process group after a timeout, and removes its shared-memory files.
+The server listens on a unix socket in its private (0700) work directory; edges reach it through
+the `Gateway` (cloud_service/gateway.py) on the public port, which checks the edge token and stops
+requests that would crash the server. So no token is on the server's argv, and the repository API
+is reachable only from this user's processes.
+
+Ready means a real tiny inference succeeded (through the gateway), not just health. Stopping sends
+SIGTERM, then SIGKILL to the server's process group after a timeout; the group is killed in any
+case once the server is gone (its python-backend stubs outlive a crashed server otherwise), and
+its shared-memory files are removed.
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ from types import TracebackType
 from typing import Any
 
 from cloud_service.errors import ServerStartError
+from cloud_service.gateway import Gateway, GatewayConfig
 from cloud_service.readiness import ReadinessError, ReadinessTarget, check_ready
 from cloud_service.repository import RepositorySettings, build_repository
-from cloud_service.security import TLSFiles, check_token, new_token
+from cloud_service.security import TLSFiles, check_token
 from cloud_service.server_flags import LocalServerFlags, TritonFlags
 from cloud_service.serving_config import ServingConfig, check_ports
 from glimp_common.errors import BadInputError
@@ -50,7 +58,8 @@ class ServerConfig:
     repository: Path  # a model repository holding `glimp_llm` (see repository.py)
     grpc_port: int = ServingConfig.grpc_port
     metrics_port: int = ServingConfig.metrics_port
-    host: str = ServingConfig.host  # address gRPC and metrics listen on ("0.0.0.0" for every interface)
+    host: str = ServingConfig.host  # address the gRPC gateway listens on ("0.0.0.0" for every interface)
+    metrics_host: str = "127.0.0.1"  # the metrics page (no auth) stays on loopback unless asked
     token: str | None = field(default=None, repr=False)  # shared edge token; None: inference is open
     tls: TLSFiles | None = None  # set: gRPC over TLS
     tls_server_name: str | None = None  # the name in the certificate, when it is not `host`
@@ -80,7 +89,7 @@ class ServerConfig:
 
     @property
     def metrics_url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "") else self.metrics_host
         return f"http://{host}:{self.metrics_port}/metrics"
 
 
@@ -123,9 +132,9 @@ class TritonServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.admin_token = new_token()  # per launch; never leaves this process
         self.ready_s: float | None = None  # launch to first successful inference
         self._process: subprocess.Popen[bytes] | None = None
+        self._gateway: Gateway | None = None
         self._work_dir: Path | None = None
         self._log_path: Path | None = None
 
@@ -140,6 +149,15 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return self.config.metrics_url
+
+    @property
+    def upstream(self) -> str | None:
+        """The server's own gRPC target (a unix socket only this user can reach), while started."""
+        return None if self._work_dir is None else _local_flags(self.config, self._work_dir).grpc_target
+
+    @property
+    def gateway(self) -> Gateway | None:
+        return self._gateway
 
     @property
     def log_path(self) -> Path | None:
@@ -172,8 +190,9 @@ class TritonServer:
             )
         finally:
             log_handle.close()
-        log.info("tritonserver pid %d starting on %s", self._process.pid, self.grpc_url)
+        log.info("tritonserver pid %d starting behind %s", self._process.pid, self.grpc_url)
         try:
+            self._start_gateway()
             self._wait_ready(started)
         except BaseException:
             self.stop()
@@ -200,6 +219,9 @@ class TritonServer:
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after `stop_timeout_s`; remove shm files and the work dir. Idempotent."""
         code = None
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
         if self._process is not None:
             code = _terminate(self._process, self.config.stop_timeout_s)
             log.info("tritonserver pid %d stopped (exit %s)", self._process.pid, code)
@@ -221,18 +243,17 @@ class TritonServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def _command(self, backends: Path) -> list[str]:
-        cfg = self.config
-        flags = TritonFlags(
-            model_repository=str(Path(cfg.repository).resolve()), admin_token=self.admin_token,
-            inference_token=cfg.token,
-            tls_cert=str(cfg.tls.cert) if cfg.tls else None, tls_key=str(cfg.tls.key) if cfg.tls else None,
-            local=LocalServerFlags(
-                backend_directory=str(backends), host=cfg.host, grpc_port=cfg.grpc_port,
-                metrics_port=cfg.metrics_port, exit_timeout_s=max(1, int(cfg.stop_timeout_s) - 2),
-                shm_prefix=cfg.shm_prefix,
-            ),
-        )
+        work_dir = self._work_dir or backends.parent
+        flags = TritonFlags(model_repository=str(Path(self.config.repository).resolve()),
+                            local=_local_flags(self.config, work_dir, backends))
         return [str(pytriton_dir() / "bin" / "tritonserver"), *flags.args()]
+
+    def _start_gateway(self) -> None:
+        cfg = self.config
+        assert self.upstream is not None
+        listen = f"{cfg.host}:{cfg.grpc_port}"
+        self._gateway = Gateway(GatewayConfig(listen, self.upstream, cfg.token, cfg.tls))
+        self._gateway.start()
 
     def _environment(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -270,6 +291,14 @@ class TritonServer:
         )
 
 
+def _local_flags(cfg: ServerConfig, work_dir: Path, backends: Path | None = None) -> LocalServerFlags:
+    return LocalServerFlags(
+        backend_directory=str(backends or work_dir / "backends"), grpc_socket=str(work_dir / "triton.sock"),
+        metrics_host=cfg.metrics_host, metrics_port=cfg.metrics_port,
+        exit_timeout_s=max(1, int(cfg.stop_timeout_s) - 2), shm_prefix=cfg.shm_prefix,
+    )
+
+
 def _prepare_backends(backends: Path) -> Path:
     """<backends>/python: PyTriton's backend library and utils (symlinked) and a copy of the stub."""
     source = pytriton_dir()
@@ -290,15 +319,28 @@ def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int | None
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            return process.wait(timeout_s)
+            process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             log.warning("tritonserver pid %d ignored SIGTERM for %.0f s: killing it", process.pid, timeout_s)
-            # Not reaped yet, so the group id is still ours: the stubs share it and go too.
-            os.killpg(process.pid, signal.SIGKILL)
+    kill_group(process.pid)
     try:
         return process.wait(5.0)
     except subprocess.TimeoutExpired:
         return None
+
+
+def kill_group(pgid: int) -> bool:
+    """SIGKILL whatever is left of the server's process group (its stubs); True when something was.
+
+    The stubs ignore SIGTERM and outlive a crashed server (under PID 1) unless killed. The group
+    id stays valid while any member lives, so this is safe right after the server exited.
+    """
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    log.info("killed what was left of tritonserver's process group %d", pgid)
+    return True
 
 
 def remove_shm_files(prefix: str) -> int:
