@@ -22,6 +22,7 @@ from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_token
 from cloud_service.server_flags import TritonFlags
 from cloud_service.serving_config import ServingConfig
+from cloud_service.supervisor import Supervisor, SupervisorConfig
 from glimp_common.env import env_flag, env_float, env_int, env_path, env_str
 from glimp_common.errors import BadInputError
 from protos.contract import GRPC_AUTH_METADATA_KEY, MODEL_NAME
@@ -83,6 +84,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="give up when not ready after this long (env GLIMP_STARTUP_TIMEOUT_S)")
     parser.add_argument("--log-file", type=Path, default=env_path("GLIMP_SERVER_LOG"),
                         help="keep the server's log here (env GLIMP_SERVER_LOG)")
+    parser.add_argument("--check-period-s", type=float,
+                        default=env_float("GLIMP_CHECK_PERIOD_S", SupervisorConfig.period_s),
+                        help="run a real readiness inference this often and heal the server when it "
+                        "fails (env GLIMP_CHECK_PERIOD_S)")
 
 
 class _StopRequested(BaseException):
@@ -105,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     repository_dir: Path = args.repository if temp_repo is None else temp_repo
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     server: TritonServer | None = None
+    supervisor: Supervisor | None = None
     try:
         repository = build_repository(args.model_dir, repository_dir, settings, force=True)
         server = TritonServer(ServerConfig(
@@ -114,14 +120,18 @@ def run(args: argparse.Namespace) -> int:
         ))
         server.start()
         _print_ready(server, args, time.perf_counter() - started, token is not None)
-        code = server.wait()
-        print(f"glimp serve: tritonserver exited by itself (code {code}); its log ends:\n{server.log_tail()}")
+        supervisor = Supervisor(server, SupervisorConfig(period_s=args.check_period_s)).start()
+        supervisor.gave_up.wait()
+        print(f"glimp serve: tritonserver could not be healed (heals: {dict(supervisor.heals)}); its log "
+              f"ends:\n{server.log_tail()}")
         return 1
     except _StopRequested:
         print("glimp serve: stopping", flush=True)
         return 0
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        if supervisor is not None:
+            supervisor.stop()  # first: it must not heal the server being stopped
         if server is not None:
             server.stop()
         if temp_repo is not None:

@@ -19,6 +19,8 @@ its shared-memory files are removed.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -29,7 +31,9 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +52,8 @@ from protos.contract import MODEL_NAME
 log = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_STUB_WATCH_S = 1.0  # how often a stub's watcher checks that its server still lives
 _LOG_TAIL_LINES = 40
 
 
@@ -107,6 +113,26 @@ def local_server(model_dir: Path | str, work_dir: Path | str, *, token: str | No
     config = ServerConfig(repository, grpc_port=grpc_port, metrics_port=pick_free_port(), token=token,
                           **server)
     return TritonServer(config)
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Inside: SIGTERM raises KeyboardInterrupt in the main thread, so `with` blocks unwind and a
+    server started inside stops as on Ctrl-C. (Python's default ends the process on the spot: the
+    server, in its own session, would be left only to its parent-death signal, its shm files kept.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def pick_free_port(host: str = "127.0.0.1") -> int:
@@ -179,19 +205,11 @@ class TritonServer:
         if self._process is not None:
             raise ServerStartError("this server is already started")
         started = time.perf_counter()
-        self._work_dir = Path(tempfile.mkdtemp(prefix="glimp_triton_"))
+        self._work_dir = Path(tempfile.mkdtemp(prefix="glimp_triton_"))  # 0700: holds the socket
         self._log_path = self.config.log_file or self._work_dir / "tritonserver.log"
-        backends = _prepare_backends(self._work_dir / "backends")
-        log_handle = open(self._log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        _prepare_backends(self._work_dir / "backends")
         try:
-            self._process = subprocess.Popen(
-                self._command(backends), stdout=log_handle, stderr=subprocess.STDOUT,
-                env=self._environment(), start_new_session=True,  # own process group: stubs included
-            )
-        finally:
-            log_handle.close()
-        log.info("tritonserver pid %d starting behind %s", self._process.pid, self.grpc_url)
-        try:
+            self._launch()
             self._start_gateway()
             self._wait_ready(started)
         except BaseException:
@@ -199,6 +217,35 @@ class TritonServer:
             raise
         self.ready_s = time.perf_counter() - started
         return self.ready_s
+
+    def restart(self) -> float:
+        """Stop the server process (whatever state it is in) and launch a fresh one behind the same
+        gateway and socket; return the seconds until it answered. Raises ServerStartError."""
+        if self._work_dir is None:
+            raise ServerStartError("this server was never started")
+        started = time.perf_counter()
+        if self._process is not None:
+            code = _terminate(self._process, self.config.stop_timeout_s)
+            log.warning("tritonserver pid %d replaced (exit %s)", self._process.pid, code)
+            self._process = None
+        remove_shm_files(self.config.shm_prefix)
+        (self._work_dir / "triton.sock").unlink(missing_ok=True)
+        self._launch()
+        self._wait_ready(started)
+        return time.perf_counter() - started
+
+    def _launch(self) -> None:
+        assert self._work_dir is not None and self._log_path is not None
+        log_handle = open(self._log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self._process = subprocess.Popen(
+                self._command(self._work_dir / "backends"), stdout=log_handle, stderr=subprocess.STDOUT,
+                env=self._environment(), start_new_session=True,  # own process group: stubs included
+                preexec_fn=_parent_death_hook(),
+            )
+        finally:
+            log_handle.close()
+        log.info("tritonserver pid %d starting behind %s", self._process.pid, self.grpc_url)
 
     def check_ready(self, timeout_s: float | None = None) -> float:
         """One real tiny inference now; return its seconds. Raises ReadinessError."""
@@ -299,8 +346,25 @@ def _local_flags(cfg: ServerConfig, work_dir: Path, backends: Path | None = None
     )
 
 
+def _parent_death_hook() -> Callable[[], None] | None:
+    # The signal follows the launching *thread*: from any other than the main thread (a test's
+    # helper thread, the supervisor's) the server would die with that thread, so only there.
+    return die_with_parent if threading.current_thread() is threading.main_thread() else None
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: be killed when the thread that started us dies (PR_SET_PDEATHSIG).
+
+    So a SIGKILLed `glimp serve` (or test, or benchmark) takes its tritonserver along; the stub
+    wrapper below then takes the stubs. Used only for a server launched from the main thread.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _prepare_backends(backends: Path) -> Path:
-    """<backends>/python: PyTriton's backend library and utils (symlinked) and a copy of the stub."""
+    """<backends>/python: PyTriton's backend library and utils (symlinked), the stub (a copy) and,
+    in the stub's place, a wrapper that makes it die with its server (see _STUB_WRAPPER)."""
     source = pytriton_dir()
     python_dir = backends / "python"
     python_dir.mkdir(parents=True)
@@ -311,8 +375,44 @@ def _prepare_backends(backends: Path) -> Path:
     if not stub.is_file():
         raise ServerStartError(f"nvidia-pytriton ships no python-backend stub for Python {version}")
     # A copy, not a symlink: the backend looks for the stub beside its own library.
-    shutil.copy2(stub, python_dir / "triton_python_backend_stub")
+    real = python_dir / "triton_python_backend_stub.bin"
+    shutil.copy2(stub, real)
+    wrapper = python_dir / "triton_python_backend_stub"
+    script = _STUB_WRAPPER.format(python=sys.executable, real=str(real), poll_s=_STUB_WATCH_S)
+    wrapper.write_text(script, encoding="utf-8")
+    wrapper.chmod(0o700)
     return backends
+
+
+# The stub ignores SIGTERM and runs on under PID 1 when its server dies, and PR_SET_PDEATHSIG cannot
+# help it (it fires when the *thread* that forked the stub ends: Triton's model-load thread). So
+# the wrapper forks a watcher first (-S: no site import, a few ms) that polls the server and, once
+# it is gone, kills the stub and removes its shared-memory region (argv[2]); it leaves quietly
+# when the stub goes first (Triton then starts a new stub, with its own watcher).
+_STUB_WRAPPER = """#!{python} -S
+import os, signal, sys, time
+server, stub, region = os.getppid(), os.getpid(), sys.argv[2] if len(sys.argv) > 2 else ""
+def alive(pid):
+    try:
+        with open(f"/proc/{{pid}}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+if os.fork() == 0:
+    os.closerange(3, 1024)
+    while os.getppid() == stub:
+        time.sleep({poll_s})
+        if not alive(server):
+            os.kill(stub, signal.SIGKILL)
+            if region and "/" not in region:
+                try:
+                    os.unlink("/dev/shm/" + region)
+                except OSError:
+                    pass
+            break
+    os._exit(0)
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
