@@ -112,6 +112,9 @@ class Engine:
             StoreLimits(self.config.cache_budget_bytes, self.config.idle_ttl_s)
         )
         self._clock = clock
+        # Every token stands for at most this many bytes of text, so a text of B bytes holds at
+        # least B / _max_token_bytes tokens: too long for the window is known before tokenizing.
+        self._max_token_bytes = max_token_bytes(lm)
         self._lock = threading.Lock()
         self._mismatches: Counter[str] = Counter()
         self._tokens: Counter[str] = Counter()
@@ -136,6 +139,7 @@ class Engine:
         `is_cancelled` turns true mid-call. Neither changes any committed state.
         """
         call = validate(request)
+        self._check_bytes(_text_bytes(call), call)  # before the lock: the new text alone too long
         with self._lock:
             started = self._clock()
             queue_s = max(0.0, started - received_s) if received_s is not None else 0.0
@@ -242,9 +246,27 @@ class Engine:
         return pb.StepResult(stop_reason=pb.ABSORBED, state=_state(entry.view()), timings=timings,
                              mean_logprob=score.mean_logprob, scored_tokens=score.scored_tokens)
 
+    def _check_bytes(self, text_bytes: int, call: Call) -> None:
+        """InvalidRequest when `text_bytes` of text cannot fit the window, however it tokenizes.
+
+        Exact and O(1): at least text_bytes / _max_token_bytes tokens. Checked before any
+        tokenization, because tokenizing a long run without spaces is slow (seconds per MiB),
+        and every other request waits meanwhile (one model instance runs one call at a time).
+        """
+        window = self.lm.manifest.max_context_tokens
+        limit = window * self._max_token_bytes
+        if text_bytes > limit:
+            raise InvalidRequest(
+                f"the context would hold {text_bytes} bytes of text, at least "
+                f"{-(-text_bytes // self._max_token_bytes)} tokens (no token of this model is longer than "
+                f"{self._max_token_bytes} bytes), but the model's window is {window} tokens: "
+                + ("send a shorter prompt" if call.create else "start a new context with a shorter transcript")
+            )
+
     def _room_after(self, full_text: str, call: Call) -> int:
         """Tokens the model's window leaves after `full_text`; InvalidRequest when it does not fit."""
         window = self.lm.manifest.max_context_tokens
+        self._check_bytes(len(full_text.encode("utf-8")), call)
         used = len(self.lm.tokenizer.encode(full_text))
         needed = used + (1 if call.writes else 0)
         if needed > window:
@@ -264,6 +286,17 @@ class Engine:
 
     def _count(self, **amounts: int) -> None:
         self._tokens.update(amounts)
+
+
+def max_token_bytes(lm: CausalLM) -> int:
+    """The most bytes of text one token of `lm` stands for (+1: a tokenizer may drop a leading
+    space when it decodes a lone token, e.g. SentencePiece's "▁"). Decodes the vocabulary once."""
+    codec = lm.tokenizer
+    return 1 + max(len(codec.token_text(i).encode("utf-8")) for i in range(codec.vocab_size))
+
+
+def _text_bytes(call: Call) -> int:
+    return len(call.new_text.encode("utf-8")) + sum(len(m.content.encode("utf-8")) for m in call.messages)
 
 
 def _state(view: TranscriptView) -> pb.TranscriptState:

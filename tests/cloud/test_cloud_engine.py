@@ -275,3 +275,44 @@ def test_invalid_requests_are_refused_with_a_reason(engine: Engine, name: str, m
 def test_undecodable_bytes_are_refused(engine: Engine) -> None:
     with pytest.raises(InvalidRequest, match="not a serialized"):
         engine.handle_bytes(b"\xff\xff\xff garbage")
+
+
+class _EncodeSpy:
+    """Counts the tokenizations of a real codec (delegates everything)."""
+
+    def __init__(self, codec: object) -> None:
+        self.codec, self.calls = codec, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.codec, name)
+
+    def encode(self, text: str) -> list[int]:
+        self.calls += 1
+        return self.codec.encode(text)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_text_that_cannot_fit_the_window_is_refused_before_any_tokenization(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = engine.lm.manifest.max_context_tokens
+    ids = new_ids()
+    held = create(engine, ids, "Let me think.")
+    spy = _EncodeSpy(engine.lm.tokenizer)
+    monkeypatch.setattr(engine.lm, "tokenizer", spy)
+    too_long = "a" * (window * engine._max_token_bytes + 1)  # at least window + 1 tokens, however split
+    for request in (step_request(*ids, base=held.state, action=pb.ABSORB, new_text=too_long),
+                    step_request(*new_ids(), create=True, messages=[pb.ChatMessage(role="user", content=too_long)],
+                                 action=pb.ABSORB)):
+        with pytest.raises(InvalidRequest, match=f"window is {window} tokens"):
+            engine.handle(request)
+    assert spy.calls == 0
+    # The same context still works, and text that only the tokenizer can judge is still tokenized.
+    follow(engine, ids, held.state, " More.")
+    assert spy.calls > 0
+
+
+def test_the_longest_token_bound_holds_for_every_token(lm: CausalLM) -> None:
+    from cloud_service.engines.onnx import max_token_bytes
+
+    bound = max_token_bytes(lm)
+    assert all(len(lm.tokenizer.token_text(i).encode()) < bound for i in range(lm.tokenizer.vocab_size))
