@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_service.engines.context_store import ContextStore, StoreLimits, StoreStats
-from cloud_service.errors import InvalidRequest
+from cloud_service.errors import ContextTooLarge, InvalidRequest
 from cloud_service.serving_config import ServingConfig
 from cloud_service.validation import Call, parse_request, validate
 from glimp_common.errors import GlimpError
@@ -264,9 +264,11 @@ class Engine:
             )
 
     def _room_after(self, full_text: str, call: Call) -> int:
-        """Tokens the model's window leaves after `full_text`; InvalidRequest when it does not fit."""
+        """Tokens the window and the cache budget leave after `full_text`; InvalidRequest (or
+        ContextTooLarge) when it does not fit."""
         window = self.lm.manifest.max_context_tokens
-        self._check_bytes(len(full_text.encode("utf-8")), call)
+        text_bytes = len(full_text.encode("utf-8"))
+        self._check_bytes(text_bytes, call)
         used = len(self.lm.tokenizer.encode(full_text))
         needed = used + (1 if call.writes else 0)
         if needed > window:
@@ -275,7 +277,27 @@ class Engine:
                 + (" and a write needs room for at least one more" if call.writes else "")
                 + ": start a new context with a shorter transcript"
             )
-        return window - used
+        return min(window - used, self._budget_room(text_bytes, used, call))
+
+    def _budget_room(self, text_bytes: int, used: int, call: Call) -> int:
+        """Tokens the cache budget leaves a context of `used` tokens; ContextTooLarge when it has none.
+
+        One context larger than the whole budget would be evicted after every call (a silent full
+        resend and prefill each step), so it is refused up front, as the window refuses, and a write
+        near the limit stops early (MAX_TOKENS) instead.
+        """
+        budget = self.config.cache_budget_bytes
+        per_token = self.lm.manifest.kv.bytes_per_token() + 8  # KV + the int64 id (ServerContext.nbytes)
+        held = text_bytes + used * per_token
+        room = (budget - held) // (per_token + self._max_token_bytes)  # each new token adds its text too
+        if held > budget or (call.writes and room < 1):
+            raise ContextTooLarge(
+                f"this context would need {held} bytes of cache ({used} tokens), "
+                + ("and a write needs room for one more, " if held <= budget else "")
+                + f"more than the server's whole cache budget of {budget} bytes (glimp serve "
+                "--cache-budget-mb): start a new context with a shorter transcript, or raise the budget"
+            )
+        return max(0, room)
 
     def _stops(self, call: Call, room: int) -> StopCriteria:
         stops = call.stop_strings

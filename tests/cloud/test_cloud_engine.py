@@ -316,3 +316,23 @@ def test_the_longest_token_bound_holds_for_every_token(lm: CausalLM) -> None:
 
     bound = max_token_bytes(lm)
     assert all(len(lm.tokenizer.token_text(i).encode()) < bound for i in range(lm.tokenizer.vocab_size))
+
+
+def test_a_context_larger_than_the_whole_budget_is_refused_not_evicted_after_each_call(lm: CausalLM) -> None:
+    from cloud_service.errors import ContextTooLarge
+
+    per_token = lm.manifest.kv.bytes_per_token()
+    small = Engine(lm, EngineConfig(cache_budget_bytes=200 * per_token, idle_ttl_s=60.0))
+    ids = new_ids()
+    held = create(small, ids, "Let me think.", max_tokens=4)
+    # A write whose room in the budget runs out stops early instead of outgrowing it.
+    grown = follow(small, ids, held.state, " Step " * 10, max_tokens=400).result
+    assert grown.stop_reason in (pb.MAX_TOKENS, pb.STOP_STRING, pb.EOS)
+    assert small.store.bytes_held <= small.config.cache_budget_bytes
+    with pytest.raises(ContextTooLarge, match="whole cache budget"):
+        follow(small, ids, grown.state, " more" * 20, max_tokens=4)
+    # The context is still held as it was: the next call continues it, nothing was evicted.
+    after = follow(small, ids, grown.state, " Done.", action=pb.ABSORB)
+    assert after.WhichOneof("outcome") == "result"
+    assert after.result.timings.reused_tokens > 0
+    assert small.stats().store.evictions["budget"] == 0
