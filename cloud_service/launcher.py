@@ -43,7 +43,7 @@ from cloud_service.errors import ServerStartError
 from cloud_service.gateway import Gateway, GatewayConfig
 from cloud_service.readiness import ReadinessError, ReadinessTarget, check_ready
 from cloud_service.repository import RepositorySettings, build_repository
-from cloud_service.security import TLSFiles, check_token
+from cloud_service.security import TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, check_token
 from cloud_service.server_flags import LocalServerFlags, TritonFlags
 from cloud_service.serving_config import ServingConfig, check_ports
 from glimp_common.errors import BadInputError
@@ -303,7 +303,8 @@ class TritonServer:
         self._gateway.start()
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # The token stays in this process: the gateway checks it, the server never needs it.
+        env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, TOKEN_FILE_ENV)}
         bundled = pytriton_dir().parent.parent / "nvidia_pytriton.libs"
         libs = [str(bundled), str(sysconfig.get_config_var("LIBDIR"))]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [p for p in [env.get("LD_LIBRARY_PATH")] if p])

@@ -260,7 +260,8 @@ class Engine:
                 f"the context would hold {text_bytes} bytes of text, at least "
                 f"{-(-text_bytes // self._max_token_bytes)} tokens (no token of this model is longer than "
                 f"{self._max_token_bytes} bytes), but the model's window is {window} tokens: "
-                + ("send a shorter prompt" if call.create else "start a new context with a shorter transcript")
+                + ("send a shorter prompt" if call.create
+                   else "start a new context with a shorter transcript")
             )
 
     def _room_after(self, full_text: str, call: Call) -> int:

@@ -300,9 +300,9 @@ def test_text_that_cannot_fit_the_window_is_refused_before_any_tokenization(
     spy = _EncodeSpy(engine.lm.tokenizer)
     monkeypatch.setattr(engine.lm, "tokenizer", spy)
     too_long = "a" * (window * engine._max_token_bytes + 1)  # at least window + 1 tokens, however split
+    prompt = [pb.ChatMessage(role="user", content=too_long)]
     for request in (step_request(*ids, base=held.state, action=pb.ABSORB, new_text=too_long),
-                    step_request(*new_ids(), create=True, messages=[pb.ChatMessage(role="user", content=too_long)],
-                                 action=pb.ABSORB)):
+                    step_request(*new_ids(), create=True, messages=prompt, action=pb.ABSORB)):
         with pytest.raises(InvalidRequest, match=f"window is {window} tokens"):
             engine.handle(request)
     assert spy.calls == 0
