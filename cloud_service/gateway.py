@@ -74,8 +74,10 @@ class Gateway:
         self.healthy.set()
         self.refused = 0  # requests stopped here (bad token, refused parameter)
         self._channel = grpc.insecure_channel(config.upstream, options=_message_options())
+        # No BDP probe pings toward edges: on a slow link each costs bytes the edge does not expect.
+        options = [*_message_options(), *KEEPALIVE_OPTIONS, ("grpc.http2.bdp_probe", 0)]
         self._server = grpc.server(futures.ThreadPoolExecutor(config.max_workers, "glimp-gateway"),
-                                   options=[*_message_options(), *KEEPALIVE_OPTIONS])
+                                   options=options)
         self._server.add_generic_rpc_handlers([_Handlers(self)])
         self._bound = False
 

@@ -57,7 +57,8 @@ _CAN_SWITCH = os.geteuid() == 0 and shutil.which("setpriv") is not None and Path
 def test_another_local_user_finds_no_secret_and_no_way_in(served: tuple[TritonServer, str]) -> None:
     server, token = served
     assert server.upstream is not None
-    socket_path = server.upstream.removeprefix("unix:").rsplit(":", 1)[0]
+    socket_path = server.upstream.removeprefix("unix:")  # tritonserver names it "<address>:<port>"
+    assert Path(socket_path).is_socket()  # the probe below fails on permissions, not on a wrong path
     probe = subprocess.run(
         ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", _PROBE,
          str(server.pid), socket_path, token],

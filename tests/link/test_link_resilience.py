@@ -209,9 +209,9 @@ def test_framing_of_small_and_multi_frame_messages() -> None:
     framing = GrpcFraming()
     token = ("triton-grpc-protocol-x-edge-token", "t" * 43)  # as measured: a 79-byte literal per call
     assert framing.request_bytes(100, [token]) == 100 + 5 + 9 + 18 + 79 + 26
-    assert framing.response_bytes(100) == 100 + 5 + 9 + 22 + 13
+    assert framing.response_bytes(100) == 100 + 5 + 9 + 37 + 13
     # 40 KB need three 16 KiB DATA frames, each with its 9-byte header.
-    assert framing.response_bytes(40_000) == 40_000 + 5 + 27 + 22 + 13
+    assert framing.response_bytes(40_000) == 40_000 + 5 + 27 + 37 + 13
 
 
 @pytest.mark.parametrize(("length", "size"), [(0, 1), (126, 1), (127, 2), (254, 2), (255, 3), (16_510, 3)])
