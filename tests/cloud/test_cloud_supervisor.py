@@ -165,3 +165,62 @@ def test_stopping_the_owner_leaves_nothing_running(tiny_qwen3_dir: Path, tmp_pat
     finally:
         if owner.poll() is None:
             owner.kill()
+
+
+def _children(pid: int, name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                argv0 = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            except OSError:
+                continue
+            if ppid == pid and argv0.endswith(name.encode()):
+                found.append(int(entry.name))
+    return found
+
+
+def test_glimp_serve_heals_a_killed_stub_and_leaves_nothing_at_sigterm(tiny_qwen3_dir: Path) -> None:
+    import threading
+
+    from cloud_service.launcher import pick_free_port
+
+    token, grpc_port = new_token(), pick_free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "glimprouter.cli", "serve", str(tiny_qwen3_dir), "--grpc-port", str(grpc_port),
+         "--metrics-port", str(pick_free_port()), "--check-period-s", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "GLIMP_EDGE_TOKEN": token},
+    )
+    lines: list[str] = []
+    ready, healed = threading.Event(), threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if line.startswith("Ctrl-C"):
+                ready.set()
+            if "healed by reload" in line:
+                healed.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert ready.wait(120), "".join(lines)
+        (server_pid,) = _children(process.pid, "tritonserver")
+        (stub,) = stubs_of(server_pid)
+        os.kill(stub, signal.SIGKILL)
+        assert healed.wait(60), "".join(lines[-20:])
+        config = CloudLinkConfig(f"127.0.0.1:{grpc_port}", token, timeout_s=CALL_TIMEOUT_S)
+        with TritonLLM(config) as llm:
+            assert llm.ready()
+        new_stubs = stubs_of(server_pid)
+        assert new_stubs and stub not in new_stubs
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+        assert wait_gone([server_pid, *new_stubs]) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
