@@ -75,7 +75,9 @@ class Gateway:
         self.refused = 0  # requests stopped here (bad token, refused parameter)
         self._channel = grpc.insecure_channel(config.upstream, options=_message_options())
         # No BDP probe pings toward edges: on a slow link each costs bytes the edge does not expect.
-        options = [*_message_options(), *KEEPALIVE_OPTIONS, ("grpc.http2.bdp_probe", 0)]
+        # No port sharing: a second gateway on a busy port must fail to start, not split its clients.
+        options = [*_message_options(), *KEEPALIVE_OPTIONS,
+                   ("grpc.http2.bdp_probe", 0), ("grpc.so_reuseport", 0)]
         self._server = grpc.server(futures.ThreadPoolExecutor(config.max_workers, "glimp-gateway"),
                                    options=options)
         self._server.add_generic_rpc_handlers([_Handlers(self)])
@@ -84,11 +86,14 @@ class Gateway:
     def start(self) -> None:
         """Bind and serve; ServerStartError when the listen address cannot be bound."""
         cfg = self.config
-        if cfg.tls is not None:
-            creds = grpc.ssl_server_credentials([(cfg.tls.key.read_bytes(), cfg.tls.cert.read_bytes())])
-            port = self._server.add_secure_port(cfg.listen, creds)
-        else:
-            port = self._server.add_insecure_port(cfg.listen)
+        try:
+            if cfg.tls is not None:
+                creds = grpc.ssl_server_credentials([(cfg.tls.key.read_bytes(), cfg.tls.cert.read_bytes())])
+                port = self._server.add_secure_port(cfg.listen, creds)
+            else:
+                port = self._server.add_insecure_port(cfg.listen)
+        except RuntimeError:  # grpcio raises where older releases returned 0
+            port = 0
         if port == 0:
             raise ServerStartError(f"cannot listen on {cfg.listen}: the port is in use or the address "
                                    "is not this machine's; choose another --grpc-port / --host")

@@ -209,8 +209,8 @@ class TritonServer:
         self._log_path = self.config.log_file or self._work_dir / "tritonserver.log"
         _prepare_backends(self._work_dir / "backends")
         try:
+            self._start_gateway()  # first: a busy port fails here, before any server process exists
             self._launch()
-            self._start_gateway()
             self._wait_ready(started)
         except BaseException:
             self.stop()
