@@ -33,11 +33,13 @@ class GrpcFraming:
     HPACK indexes the fields it has seen, but gRPC sends custom metadata (the edge token) as a
     literal on every call; the reply's headers and trailers; and WINDOW_UPDATE frames. Each new
     connection adds the preface, SETTINGS, BDP pings and the first, unindexed header blocks.
-    Sizes measured with grpcio 1.85 against tritonserver 2.51 through a frame-parsing proxy.
+    Sizes measured with grpcio 1.85 against tritonserver 2.51 through a frame-parsing proxy, then
+    behind the launcher's gateway (a Python gRPC server, cloud_service/gateway.py): its trailers
+    carry an empty `grpc-message` literal on every call (15 bytes), which Triton's C++ omits.
     """
 
     request_headers_bytes: int = 18  # HEADERS frame header + indexed fields + the grpc-timeout literal
-    response_headers_bytes: int = 22  # response HEADERS + trailers (grpc-status)
+    response_headers_bytes: int = 37  # response HEADERS + trailers (grpc-status, empty grpc-message)
     request_flow_bytes: int = 26  # WINDOW_UPDATEs (stream + connection) the client sends per reply
     response_flow_bytes: int = 13  # the server's WINDOW_UPDATE per request
     connection_up_bytes: int = 420  # preface, SETTINGS (+ack), pings, first header blocks

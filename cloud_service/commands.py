@@ -12,6 +12,7 @@ NVIDIA's Triton container instead of starting anything. Every flag has an enviro
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import signal
@@ -27,6 +28,7 @@ from cloud_service.repository import RepositorySettings, build_repository
 from cloud_service.security import TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_token
 from cloud_service.server_flags import TritonFlags
 from cloud_service.serving_config import ServingConfig
+from cloud_service.supervisor import Supervisor, SupervisorConfig
 from glimp_common.env import env_flag, env_float, env_int, env_path, env_str
 from glimp_common.errors import BadInputError
 from onnx_lm.manifest import check_role
@@ -89,6 +91,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="give up when not ready after this long (env GLIMP_STARTUP_TIMEOUT_S)")
     parser.add_argument("--log-file", type=Path, default=env_path("GLIMP_SERVER_LOG"),
                         help="keep the server's log here (env GLIMP_SERVER_LOG)")
+    parser.add_argument("--check-period-s", type=float,
+                        default=env_float("GLIMP_CHECK_PERIOD_S", SupervisorConfig.period_s),
+                        help="run a real readiness inference this often and heal the server when it "
+                        "fails (env GLIMP_CHECK_PERIOD_S)")
 
 
 class _StopRequested(BaseException):
@@ -118,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     server: TritonServer | None = None
     keep_log = False
+    supervisor: Supervisor | None = None
     try:
         repository = build_repository(args.model_dir, repository_dir, settings, force=True)
         server = TritonServer(ServerConfig(
@@ -127,9 +134,10 @@ def run(args: argparse.Namespace) -> int:
         ))
         _start(server, log_file)
         _print_ready(server, args, time.perf_counter() - started, token is not None)
-        code = server.wait()
-        raise ServerStartError(f"tritonserver exited by itself (code {code}): {log_cause(log_file)}; "
-                               f"full log: {log_file}")
+        supervisor = Supervisor(server, SupervisorConfig(period_s=args.check_period_s)).start()
+        supervisor.gave_up.wait()
+        raise ServerStartError(f"tritonserver could not be healed (heals: {dict(supervisor.heals)}): "
+                               f"{log_cause(log_file)}; full log: {log_file}")
     except _StopRequested:
         print("glimp serve: stopping", flush=True)
         return 0
@@ -138,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        if supervisor is not None:
+            supervisor.stop()  # first: it must not heal the server being stopped
         if server is not None:
             server.stop()
         if temp_repo is not None:
@@ -158,11 +168,12 @@ def _start(server: TritonServer, log_file: Path) -> None:
     except ServerStartError as exc:
         what = str(exc).split(";", 1)[0]
         raise ServerStartError(f"{what}: {log_cause(log_file)}; full log: {log_file}") from None
-    assert server.pid is not None
-    if owns_listener(server.pid, server.config.grpc_port) is False:
+    # The public port is the gateway's, which runs in this process (tritonserver itself listens
+    # on a private socket): the listener the readiness check reached must be ours.
+    if owns_listener(os.getpid(), server.config.grpc_port) is False:
         raise ServerStartError(
-            f"another process answers on {server.grpc_url}, not the tritonserver just started (pid "
-            f"{server.pid}): stop it or choose another --grpc-port; full log: {log_file}"
+            f"another process answers on {server.grpc_url}, not the gateway of this glimp serve (pid "
+            f"{os.getpid()}): stop it or choose another --grpc-port; full log: {log_file}"
         )
 
 

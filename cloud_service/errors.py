@@ -9,8 +9,12 @@ class InvalidRequest(BadInputError):
     """A StepRequest the service refuses (malformed, out of range): Triton's INVALID_ARG."""
 
 
+class ContextTooLarge(InvalidRequest):
+    """One context would need more cache than the server's whole budget: refused, not evicted."""
+
+
 class ServerStartError(GlimpError):
     """The Triton server did not start or did not become ready; the message holds its log tail."""
 
 
-__all__ = ["GlimpError", "InvalidRequest", "ServerStartError"]
+__all__ = ["ContextTooLarge", "GlimpError", "InvalidRequest", "ServerStartError"]

@@ -6,12 +6,21 @@ plus a *copy* of the stub for this interpreter), `LD_LIBRARY_PATH` with the whee
 libraries and this interpreter's libpython, and this environment's `bin/` first on `PATH`
 (the stub runs Python isolated and takes its prefix from the first `python3` there).
 
-Ready means a real tiny inference succeeded, not just health. Stopping sends SIGTERM, then
-SIGKILL to the server's process group after a timeout, and removes its shared-memory files.
+The server listens on a unix socket in its private (0700) work directory; edges reach it through
+the `Gateway` (cloud_service/gateway.py) on the public port, which checks the edge token and stops
+requests that would crash the server. So no token is on the server's argv, and the repository API
+is reachable only from this user's processes.
+
+Ready means a real tiny inference succeeded (through the gateway), not just health. Stopping sends
+SIGTERM, then SIGKILL to the server's process group after a timeout; the group is killed in any
+case once the server is gone (its python-backend stubs outlive a crashed server otherwise), and
+its shared-memory files are removed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import secrets
@@ -22,16 +31,19 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from cloud_service.errors import ServerStartError
+from cloud_service.gateway import Gateway, GatewayConfig
 from cloud_service.readiness import ReadinessError, ReadinessTarget, check_ready
 from cloud_service.repository import RepositorySettings, build_repository
-from cloud_service.security import TLSFiles, check_token, new_token
+from cloud_service.security import TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, check_token
 from cloud_service.server_flags import LocalServerFlags, TritonFlags
 from cloud_service.serving_config import ServingConfig, check_ports
 from glimp_common.errors import BadInputError
@@ -40,6 +52,8 @@ from protos.contract import MODEL_NAME
 log = logging.getLogger(__name__)
 
 SHM_DIR = Path("/dev/shm")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_STUB_WATCH_S = 1.0  # how often a stub's watcher checks that its server still lives
 _LOG_TAIL_LINES = 40
 
 
@@ -50,7 +64,8 @@ class ServerConfig:
     repository: Path  # a model repository holding `glimp_llm` (see repository.py)
     grpc_port: int = ServingConfig.grpc_port
     metrics_port: int = ServingConfig.metrics_port
-    host: str = ServingConfig.host  # address gRPC and metrics listen on ("0.0.0.0" for every interface)
+    host: str = ServingConfig.host  # address the gRPC gateway listens on ("0.0.0.0" for every interface)
+    metrics_host: str = "127.0.0.1"  # the metrics page (no auth) stays on loopback unless asked
     token: str | None = field(default=None, repr=False)  # shared edge token; None: inference is open
     tls: TLSFiles | None = None  # set: gRPC over TLS
     tls_server_name: str | None = None  # the name in the certificate, when it is not `host`
@@ -80,7 +95,7 @@ class ServerConfig:
 
     @property
     def metrics_url(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = "127.0.0.1" if self.metrics_host in ("0.0.0.0", "") else self.metrics_host
         return f"http://{host}:{self.metrics_port}/metrics"
 
 
@@ -98,6 +113,26 @@ def local_server(model_dir: Path | str, work_dir: Path | str, *, token: str | No
     config = ServerConfig(repository, grpc_port=grpc_port, metrics_port=pick_free_port(), token=token,
                           **server)
     return TritonServer(config)
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Inside: SIGTERM raises KeyboardInterrupt in the main thread, so `with` blocks unwind and a
+    server started inside stops as on Ctrl-C. (Python's default ends the process on the spot: the
+    server, in its own session, would be left only to its parent-death signal, its shm files kept.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def pick_free_port(host: str = "127.0.0.1") -> int:
@@ -123,9 +158,9 @@ class TritonServer:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.admin_token = new_token()  # per launch; never leaves this process
         self.ready_s: float | None = None  # launch to first successful inference
         self._process: subprocess.Popen[bytes] | None = None
+        self._gateway: Gateway | None = None
         self._work_dir: Path | None = None
         self._log_path: Path | None = None
 
@@ -140,6 +175,15 @@ class TritonServer:
     @property
     def metrics_url(self) -> str:
         return self.config.metrics_url
+
+    @property
+    def upstream(self) -> str | None:
+        """The server's own gRPC target (a unix socket only this user can reach), while started."""
+        return None if self._work_dir is None else _local_flags(self.config, self._work_dir).grpc_target
+
+    @property
+    def gateway(self) -> Gateway | None:
+        return self._gateway
 
     @property
     def log_path(self) -> Path | None:
@@ -161,25 +205,47 @@ class TritonServer:
         if self._process is not None:
             raise ServerStartError("this server is already started")
         started = time.perf_counter()
-        self._work_dir = Path(tempfile.mkdtemp(prefix="glimp_triton_"))
+        self._work_dir = Path(tempfile.mkdtemp(prefix="glimp_triton_"))  # 0700: holds the socket
         self._log_path = self.config.log_file or self._work_dir / "tritonserver.log"
-        backends = _prepare_backends(self._work_dir / "backends")
-        log_handle = open(self._log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        _prepare_backends(self._work_dir / "backends")
         try:
-            self._process = subprocess.Popen(
-                self._command(backends), stdout=log_handle, stderr=subprocess.STDOUT,
-                env=self._environment(), start_new_session=True,  # own process group: stubs included
-            )
-        finally:
-            log_handle.close()
-        log.info("tritonserver pid %d starting on %s", self._process.pid, self.grpc_url)
-        try:
+            self._start_gateway()  # first: a busy port fails here, before any server process exists
+            self._launch()
             self._wait_ready(started)
         except BaseException:
             self.stop()
             raise
         self.ready_s = time.perf_counter() - started
         return self.ready_s
+
+    def restart(self) -> float:
+        """Stop the server process (whatever state it is in) and launch a fresh one behind the same
+        gateway and socket; return the seconds until it answered. Raises ServerStartError."""
+        if self._work_dir is None:
+            raise ServerStartError("this server was never started")
+        started = time.perf_counter()
+        if self._process is not None:
+            code = _terminate(self._process, self.config.stop_timeout_s)
+            log.warning("tritonserver pid %d replaced (exit %s)", self._process.pid, code)
+            self._process = None
+        remove_shm_files(self.config.shm_prefix)
+        (self._work_dir / "triton.sock").unlink(missing_ok=True)
+        self._launch()
+        self._wait_ready(started)
+        return time.perf_counter() - started
+
+    def _launch(self) -> None:
+        assert self._work_dir is not None and self._log_path is not None
+        log_handle = open(self._log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
+        try:
+            self._process = subprocess.Popen(
+                self._command(self._work_dir / "backends"), stdout=log_handle, stderr=subprocess.STDOUT,
+                env=self._environment(), start_new_session=True,  # own process group: stubs included
+                preexec_fn=_parent_death_hook(),
+            )
+        finally:
+            log_handle.close()
+        log.info("tritonserver pid %d starting behind %s", self._process.pid, self.grpc_url)
 
     def check_ready(self, timeout_s: float | None = None) -> float:
         """One real tiny inference now; return its seconds. Raises ReadinessError."""
@@ -200,6 +266,9 @@ class TritonServer:
     def stop(self) -> int | None:
         """SIGTERM, then SIGKILL after `stop_timeout_s`; remove shm files and the work dir. Idempotent."""
         code = None
+        if self._gateway is not None:
+            self._gateway.stop()
+            self._gateway = None
         if self._process is not None:
             code = _terminate(self._process, self.config.stop_timeout_s)
             log.info("tritonserver pid %d stopped (exit %s)", self._process.pid, code)
@@ -221,21 +290,21 @@ class TritonServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def _command(self, backends: Path) -> list[str]:
-        cfg = self.config
-        flags = TritonFlags(
-            model_repository=str(Path(cfg.repository).resolve()), admin_token=self.admin_token,
-            inference_token=cfg.token,
-            tls_cert=str(cfg.tls.cert) if cfg.tls else None, tls_key=str(cfg.tls.key) if cfg.tls else None,
-            local=LocalServerFlags(
-                backend_directory=str(backends), host=cfg.host, grpc_port=cfg.grpc_port,
-                metrics_port=cfg.metrics_port, exit_timeout_s=max(1, int(cfg.stop_timeout_s) - 2),
-                shm_prefix=cfg.shm_prefix,
-            ),
-        )
+        work_dir = self._work_dir or backends.parent
+        flags = TritonFlags(model_repository=str(Path(self.config.repository).resolve()),
+                            local=_local_flags(self.config, work_dir, backends))
         return [str(pytriton_dir() / "bin" / "tritonserver"), *flags.args()]
 
+    def _start_gateway(self) -> None:
+        cfg = self.config
+        assert self.upstream is not None
+        listen = f"{cfg.host}:{cfg.grpc_port}"
+        self._gateway = Gateway(GatewayConfig(listen, self.upstream, cfg.token, cfg.tls))
+        self._gateway.start()
+
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # The token stays in this process: the gateway checks it, the server never needs it.
+        env = {k: v for k, v in os.environ.items() if k not in (TOKEN_ENV, TOKEN_FILE_ENV)}
         bundled = pytriton_dir().parent.parent / "nvidia_pytriton.libs"
         libs = [str(bundled), str(sysconfig.get_config_var("LIBDIR"))]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [p for p in [env.get("LD_LIBRARY_PATH")] if p])
@@ -270,8 +339,33 @@ class TritonServer:
         )
 
 
+def _local_flags(cfg: ServerConfig, work_dir: Path, backends: Path | None = None) -> LocalServerFlags:
+    return LocalServerFlags(
+        backend_directory=str(backends or work_dir / "backends"), grpc_socket=str(work_dir / "triton.sock"),
+        metrics_host=cfg.metrics_host, metrics_port=cfg.metrics_port,
+        exit_timeout_s=max(1, int(cfg.stop_timeout_s) - 2), shm_prefix=cfg.shm_prefix,
+    )
+
+
+def _parent_death_hook() -> Callable[[], None] | None:
+    # The signal follows the launching *thread*: from any other than the main thread (a test's
+    # helper thread, the supervisor's) the server would die with that thread, so only there.
+    return die_with_parent if threading.current_thread() is threading.main_thread() else None
+
+
+def die_with_parent() -> None:
+    """In a child, before exec: be killed when the thread that started us dies (PR_SET_PDEATHSIG).
+
+    So a SIGKILLed `glimp serve` (or test, or benchmark) takes its tritonserver along; the stub
+    wrapper below then takes the stubs. Used only for a server launched from the main thread.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def _prepare_backends(backends: Path) -> Path:
-    """<backends>/python: PyTriton's backend library and utils (symlinked) and a copy of the stub."""
+    """<backends>/python: PyTriton's backend library and utils (symlinked), the stub (a copy) and,
+    in the stub's place, a wrapper that makes it die with its server (see _STUB_WRAPPER)."""
     source = pytriton_dir()
     python_dir = backends / "python"
     python_dir.mkdir(parents=True)
@@ -282,23 +376,72 @@ def _prepare_backends(backends: Path) -> Path:
     if not stub.is_file():
         raise ServerStartError(f"nvidia-pytriton ships no python-backend stub for Python {version}")
     # A copy, not a symlink: the backend looks for the stub beside its own library.
-    shutil.copy2(stub, python_dir / "triton_python_backend_stub")
+    real = python_dir / "triton_python_backend_stub.bin"
+    shutil.copy2(stub, real)
+    wrapper = python_dir / "triton_python_backend_stub"
+    script = _STUB_WRAPPER.format(python=sys.executable, real=str(real), poll_s=_STUB_WATCH_S)
+    wrapper.write_text(script, encoding="utf-8")
+    wrapper.chmod(0o700)
     return backends
+
+
+# The stub ignores SIGTERM and runs on under PID 1 when its server dies, and PR_SET_PDEATHSIG cannot
+# help it (it fires when the *thread* that forked the stub ends: Triton's model-load thread). So
+# the wrapper forks a watcher first (-S: no site import, a few ms) that polls the server and, once
+# it is gone, kills the stub and removes its shared-memory region (argv[2]); it leaves quietly
+# when the stub goes first (Triton then starts a new stub, with its own watcher).
+_STUB_WRAPPER = """#!{python} -S
+import os, signal, sys, time
+server, stub, region = os.getppid(), os.getpid(), sys.argv[2] if len(sys.argv) > 2 else ""
+def alive(pid):
+    try:
+        with open(f"/proc/{{pid}}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+if os.fork() == 0:
+    os.closerange(3, 1024)
+    while os.getppid() == stub:
+        time.sleep({poll_s})
+        if not alive(server):
+            os.kill(stub, signal.SIGKILL)
+            if region and "/" not in region:
+                try:
+                    os.unlink("/dev/shm/" + region)
+                except OSError:
+                    pass
+            break
+    os._exit(0)
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> int | None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            return process.wait(timeout_s)
+            process.wait(timeout_s)
         except subprocess.TimeoutExpired:
             log.warning("tritonserver pid %d ignored SIGTERM for %.0f s: killing it", process.pid, timeout_s)
-            # Not reaped yet, so the group id is still ours: the stubs share it and go too.
-            os.killpg(process.pid, signal.SIGKILL)
+    kill_group(process.pid)
     try:
         return process.wait(5.0)
     except subprocess.TimeoutExpired:
         return None
+
+
+def kill_group(pgid: int) -> bool:
+    """SIGKILL whatever is left of the server's process group (its stubs); True when something was.
+
+    The stubs ignore SIGTERM and outlive a crashed server (under PID 1) unless killed. The group
+    id stays valid while any member lives, so this is safe right after the server exited.
+    """
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    log.info("killed what was left of tritonserver's process group %d", pgid)
+    return True
 
 
 def remove_shm_files(prefix: str) -> int:

@@ -25,30 +25,45 @@ KEEPALIVE_FLAGS = (
     "--grpc-http2-max-pings-without-data=0",
     "--grpc-http2-min-recv-ping-interval-without-data=5000",
 )
+# The same policy as gRPC server options, for the gateway (cloud_service/gateway.py) edges reach.
+KEEPALIVE_OPTIONS = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.http2.min_ping_interval_without_data_ms", 5000),
+)
 
 
 @dataclass(frozen=True)
 class LocalServerFlags:
-    """The flags only a launcher-owned local process gets (the container keeps its defaults)."""
+    """The flags only a launcher-owned local process gets (the container keeps its defaults).
+
+    Such a process listens on a unix socket in a private (0700) directory, behind the gateway
+    (cloud_service/gateway.py): other local users cannot connect, so it needs no token on its argv.
+    """
 
     backend_directory: str  # our python backend folder (see launcher._prepare_backends)
-    host: str  # gRPC and metrics listen address
-    grpc_port: int
+    grpc_socket: str  # path of the unix socket gRPC listens on (tritonserver appends ":<port>")
+    metrics_host: str  # metrics listen address (loopback unless asked)
     metrics_port: int
     exit_timeout_s: int  # tritonserver's own shutdown grace
     shm_prefix: str  # python backend shared-memory region prefix (removed at stop)
+
+    @property
+    def grpc_target(self) -> str:
+        """What a gRPC client dials: tritonserver listens on `<address>:<port>`, port 0 here."""
+        return f"unix:{self.grpc_socket}:0"
 
 
 @dataclass(frozen=True)
 class TritonFlags:
     """tritonserver's flags for serving `glimp_llm`; `args()` renders them in one order.
 
-    Token values are put on the command line as given: the launcher passes the secrets
-    themselves, the production line passes shell expressions (`$GLIMP_EDGE_TOKEN`).
+    Token values are put on the command line as given: only the production line has them, as
+    shell expressions (`$GLIMP_EDGE_TOKEN`); a local process gets none (its socket is private).
     """
 
     model_repository: str
-    admin_token: str = field(repr=False)  # guards ADMIN_PROTOCOLS
+    admin_token: str | None = field(default=None, repr=False)  # guards ADMIN_PROTOCOLS
     inference_token: str | None = field(default=None, repr=False)  # None: inference is open
     tls_cert: str | None = None  # both set: gRPC over TLS
     tls_key: str | None = None
@@ -66,15 +81,16 @@ class TritonFlags:
         args.append("--allow-http=false")
         if local is not None:
             args += [
-                f"--grpc-address={local.host}", f"--grpc-port={local.grpc_port}",
-                f"--metrics-address={local.host}", f"--metrics-port={local.metrics_port}",
+                f"--grpc-address=unix:{local.grpc_socket}", "--grpc-port=0",
+                f"--metrics-address={local.metrics_host}", f"--metrics-port={local.metrics_port}",
                 f"--exit-timeout-secs={local.exit_timeout_s}",
                 f"--backend-config=python,shm-region-prefix-name={local.shm_prefix}",
             ]
         args += list(KEEPALIVE_FLAGS)
         if self.inference_token is not None:
             args.append(f"--grpc-restricted-protocol=inference:{AUTH_HEADER}={self.inference_token}")
-        args.append(f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_token}")
+        if self.admin_token is not None:
+            args.append(f"--grpc-restricted-protocol={ADMIN_PROTOCOLS}:{ADMIN_HEADER}={self.admin_token}")
         if self.tls_cert is not None or self.tls_key is not None:
             args += ["--grpc-use-ssl=true", f"--grpc-server-cert={self.tls_cert}",
                      f"--grpc-server-key={self.tls_key}"]

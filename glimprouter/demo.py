@@ -54,10 +54,13 @@ def run(args: argparse.Namespace) -> int:
             raise BadInputError(
                 f"{folder} is not an exported model; rebuild the toy pair with `glimp toy build`"
             )
+    from cloud_service.launcher import sigterm_unwinds
     from cloud_service.security import new_token
 
     token = new_token()
-    with _local_cloud(llm_dir, token) as server_url, _emulated_link(server_url, args) as link_url:
+    # SIGTERM unwinds like Ctrl-C, so the server this started is stopped too.
+    with sigterm_unwinds(), _local_cloud(llm_dir, token) as server_url, \
+            _emulated_link(server_url, args) as link_url:
         result = _answer(args, slm_dir, link_url, token)
     _print_result(result, args)
     return 0

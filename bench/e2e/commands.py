@@ -110,11 +110,14 @@ def run(args: argparse.Namespace) -> int:
     from bench.e2e.output import write_run
     from bench.e2e.report import markdown_table, summarize
     from bench.e2e.rig import BenchRig
+    from cloud_service.launcher import sigterm_unwinds
 
     plan, problems, dev_problems, checker, rig_config = _prepare(args)
     started = time.perf_counter()
     info = _run_info(args, plan, len(problems))
-    with BenchRig(rig_config) as rig, _progress(args, plan, len(problems), len(dev_problems)) as bar:
+    # SIGTERM unwinds like Ctrl-C, so the rig's server is stopped too.
+    with sigterm_unwinds(), BenchRig(rig_config) as rig, \
+            _progress(args, plan, len(problems), len(dev_problems)) as bar:
         from bench.e2e.runner import run_plan
 
         info["server_ready_s"] = rig.server_ready_s()

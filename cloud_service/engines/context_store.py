@@ -149,11 +149,16 @@ class ContextStore(Generic[EntryT]):
         )
 
     def _enforce_budget(self) -> None:
-        # Oldest first; the entry just used goes too when it alone exceeds the budget: memory
-        # stays bounded, and its client simply resends the context next time.
-        while self._bytes_held > self.limits.budget_bytes and self._slots:
+        # Oldest first, never the entry just used (the last one): evicting it after its own call
+        # would turn every later call of that context into a silent full resend and prefill. The
+        # engine refuses a context that alone would exceed the budget (ContextTooLarge), so the
+        # one kept can overshoot only by what a refusal's estimate missed.
+        while self._bytes_held > self.limits.budget_bytes and len(self._slots) > 1:
             oldest = next(iter(self._slots))
             self._drop(oldest, EVICT_BUDGET)
+        if self._bytes_held > self.limits.budget_bytes:
+            log.warning("one context holds %d bytes, more than the whole cache budget of %d: kept",
+                        self._bytes_held, self.limits.budget_bytes)
 
     def _drop(self, key: Hashable, reason: str) -> None:
         slot = self._slots.pop(key)

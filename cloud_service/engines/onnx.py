@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud_service.engines.context_store import ContextStore, StoreLimits, StoreStats
-from cloud_service.errors import InvalidRequest
+from cloud_service.errors import ContextTooLarge, InvalidRequest
 from cloud_service.mismatch import base_mismatch
 from cloud_service.serving_config import ServingConfig
 from cloud_service.validation import Call, parse_request, validate
@@ -137,6 +137,9 @@ class Engine:
             StoreLimits(self.config.cache_budget_bytes, self.config.idle_ttl_s)
         )
         self._clock = clock
+        # Every token stands for at most this many bytes of text, so a text of B bytes holds at
+        # least B / _max_token_bytes tokens: too long for the window is known before tokenizing.
+        self._max_token_bytes = max_token_bytes(lm)
         self._lock = threading.Lock()
         self._mismatches: Counter[str] = Counter()
         self._tokens: Counter[str] = Counter()
@@ -161,6 +164,7 @@ class Engine:
         `is_cancelled` turns true mid-call. Neither changes any committed state.
         """
         call = validate(request)
+        self._check_bytes(_text_bytes(call), call)  # before the lock: the new text alone too long
         with self._lock:
             started = self._clock()
             queue_s = max(0.0, started - received_s) if received_s is not None else 0.0
@@ -273,9 +277,30 @@ class Engine:
         return pb.StepResult(stop_reason=pb.ABSORBED, state=_state(entry.view()), timings=timings,
                              mean_logprob=score.mean_logprob, scored_tokens=score.scored_tokens)
 
-    def _room_after(self, full_text: str, call: Call) -> int:
-        """Tokens the model's window leaves after `full_text`; InvalidRequest when it does not fit."""
+    def _check_bytes(self, text_bytes: int, call: Call) -> None:
+        """InvalidRequest when `text_bytes` of text cannot fit the window, however it tokenizes.
+
+        Exact and O(1): at least text_bytes / _max_token_bytes tokens. Checked before any
+        tokenization, because tokenizing a long run without spaces is slow (seconds per MiB),
+        and every other request waits meanwhile (one model instance runs one call at a time).
+        """
         window = self.lm.manifest.max_context_tokens
+        limit = window * self._max_token_bytes
+        if text_bytes > limit:
+            raise InvalidRequest(
+                f"the context would hold {text_bytes} bytes of text, at least "
+                f"{-(-text_bytes // self._max_token_bytes)} tokens (no token of this model is longer than "
+                f"{self._max_token_bytes} bytes), but the model's window is {window} tokens: "
+                + ("send a shorter prompt" if call.create
+                   else "start a new context with a shorter transcript")
+            )
+
+    def _room_after(self, full_text: str, call: Call) -> int:
+        """Tokens the window and the cache budget leave after `full_text`; InvalidRequest (or
+        ContextTooLarge) when it does not fit."""
+        window = self.lm.manifest.max_context_tokens
+        text_bytes = len(full_text.encode("utf-8"))
+        self._check_bytes(text_bytes, call)
         used = len(self.lm.tokenizer.encode(full_text))
         needed = used + (1 if call.writes else 0)
         if needed > window:
@@ -284,7 +309,27 @@ class Engine:
                 + (" and a write needs room for at least one more" if call.writes else "")
                 + ": start a new context with a shorter transcript"
             )
-        return window - used
+        return min(window - used, self._budget_room(text_bytes, used, call))
+
+    def _budget_room(self, text_bytes: int, used: int, call: Call) -> int:
+        """Tokens the cache budget leaves a context of `used` tokens; ContextTooLarge when it has none.
+
+        One context larger than the whole budget would be evicted after every call (a silent full
+        resend and prefill each step), so it is refused up front, as the window refuses, and a write
+        near the limit stops early (MAX_TOKENS) instead.
+        """
+        budget = self.config.cache_budget_bytes
+        per_token = self.lm.manifest.kv.bytes_per_token() + 8  # KV + the int64 id (ServerContext.nbytes)
+        held = text_bytes + used * per_token
+        room = (budget - held) // (per_token + self._max_token_bytes)  # each new token adds its text too
+        if held > budget or (call.writes and room < 1):
+            raise ContextTooLarge(
+                f"this context would need {held} bytes of cache ({used} tokens), "
+                + ("and a write needs room for one more, " if held <= budget else "")
+                + f"more than the server's whole cache budget of {budget} bytes (glimp serve "
+                "--cache-budget-mb): start a new context with a shorter transcript, or raise the budget"
+            )
+        return max(0, room)
 
     def _stops(self, call: Call, room: int) -> StopCriteria:
         stops = call.stop_strings
@@ -295,6 +340,17 @@ class Engine:
 
     def _count(self, **amounts: int) -> None:
         self._tokens.update(amounts)
+
+
+def max_token_bytes(lm: CausalLM) -> int:
+    """The most bytes of text one token of `lm` stands for (+1: a tokenizer may drop a leading
+    space when it decodes a lone token, e.g. SentencePiece's "▁"). Decodes the vocabulary once."""
+    codec = lm.tokenizer
+    return 1 + max(len(codec.token_text(i).encode("utf-8")) for i in range(codec.vocab_size))
+
+
+def _text_bytes(call: Call) -> int:
+    return len(call.new_text.encode("utf-8")) + sum(len(m.content.encode("utf-8")) for m in call.messages)
 
 
 def _state(view: TranscriptView) -> pb.TranscriptState:

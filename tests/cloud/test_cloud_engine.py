@@ -322,3 +322,64 @@ def test_a_cancelled_call_leaves_the_random_stream_where_it_was(lm: CausalLM) ->
 
     ticking = Engine(lm, clock=Clock(tick_s=1.0))  # the cancel check fires on its first poll
     assert two_writes(ticking, cancel_second_once=True) == two_writes(Engine(lm), cancel_second_once=False)
+
+
+class _EncodeSpy:
+    """Counts the tokenizations of a real codec (delegates everything)."""
+
+    def __init__(self, codec: object) -> None:
+        self.codec, self.calls = codec, 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.codec, name)
+
+    def encode(self, text: str) -> list[int]:
+        self.calls += 1
+        return self.codec.encode(text)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_text_that_cannot_fit_the_window_is_refused_before_any_tokenization(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = engine.lm.manifest.max_context_tokens
+    ids = new_ids()
+    held = create(engine, ids, "Let me think.")
+    spy = _EncodeSpy(engine.lm.tokenizer)
+    monkeypatch.setattr(engine.lm, "tokenizer", spy)
+    too_long = "a" * (window * engine._max_token_bytes + 1)  # at least window + 1 tokens, however split
+    prompt = [pb.ChatMessage(role="user", content=too_long)]
+    for request in (step_request(*ids, base=held.state, action=pb.ABSORB, new_text=too_long),
+                    step_request(*new_ids(), create=True, messages=prompt, action=pb.ABSORB)):
+        with pytest.raises(InvalidRequest, match=f"window is {window} tokens"):
+            engine.handle(request)
+    assert spy.calls == 0
+    # The same context still works, and text that only the tokenizer can judge is still tokenized.
+    follow(engine, ids, held.state, " More.")
+    assert spy.calls > 0
+
+
+def test_the_longest_token_bound_holds_for_every_token(lm: CausalLM) -> None:
+    from cloud_service.engines.onnx import max_token_bytes
+
+    bound = max_token_bytes(lm)
+    assert all(len(lm.tokenizer.token_text(i).encode()) < bound for i in range(lm.tokenizer.vocab_size))
+
+
+def test_a_context_larger_than_the_whole_budget_is_refused_not_evicted_after_each_call(lm: CausalLM) -> None:
+    from cloud_service.errors import ContextTooLarge
+
+    per_token = lm.manifest.kv.bytes_per_token()
+    small = Engine(lm, EngineConfig(cache_budget_bytes=200 * per_token, idle_ttl_s=60.0))
+    ids = new_ids()
+    held = create(small, ids, "Let me think.", max_tokens=4)
+    # A write whose room in the budget runs out stops early instead of outgrowing it.
+    grown = follow(small, ids, held.state, " Step " * 10, max_tokens=400).result
+    assert grown.stop_reason in (pb.MAX_TOKENS, pb.STOP_STRING, pb.EOS)
+    assert small.store.bytes_held <= small.config.cache_budget_bytes
+    with pytest.raises(ContextTooLarge, match="whole cache budget"):
+        follow(small, ids, grown.state, " more" * 20, max_tokens=4)
+    # The context is still held as it was: the next call continues it, nothing was evicted.
+    after = follow(small, ids, grown.state, " Done.", action=pb.ABSORB)
+    assert after.WhichOneof("outcome") == "result"
+    assert after.result.timings.reused_tokens > 0
+    assert small.stats().store.evictions["budget"] == 0

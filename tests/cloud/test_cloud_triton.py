@@ -156,15 +156,19 @@ def test_a_missing_or_wrong_token_is_rejected(triton_server: TritonServer, token
         client.open(MESSAGES).call(absorb("hi"))
 
 
-def test_the_model_cannot_be_unloaded_without_the_admin_token(
+def test_the_repository_api_is_not_on_the_edge_port(
     triton_server: TritonServer, cloud_token: str, llm: TritonLLM
 ) -> None:
     import tritonclient.grpc as grpcclient
     from tritonclient.utils import InferenceServerException
 
     client = grpcclient.InferenceServerClient(triton_server.grpc_url)
-    with pytest.raises(InferenceServerException, match="restricted"):
-        client.unload_model("glimp_llm", headers={"triton-grpc-protocol-x-edge-token": cloud_token})
+    headers = {"triton-grpc-protocol-x-edge-token": cloud_token}
+    for attempt in (lambda: client.unload_model("glimp_llm", headers=headers),
+                    lambda: client.load_model("evil", headers=headers),
+                    lambda: client.get_model_repository_index(headers=headers)):
+        with pytest.raises(InferenceServerException, match="UNIMPLEMENTED"):
+            attempt()
     assert llm.ready()
 
 

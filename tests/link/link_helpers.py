@@ -41,8 +41,11 @@ def link_server(model_dir: Path, folder: Path, token: str | None, **settings: ob
 
 
 def sigkill(server: TritonServer) -> None:
-    """Kill the server's whole process group at once (server and model stub), as a crash does."""
+    """Kill the server's whole process group at once (server and model stub) and close its gateway
+    (which lives in the owning process, e.g. `glimp serve`), as a crash of the serving host does."""
     assert server.pid is not None
+    if server.gateway is not None:
+        server.gateway.stop(grace_s=0)
     os.killpg(server.pid, signal.SIGKILL)
     server.wait(10.0)
     remove_shm_files(server.config.shm_prefix)
