@@ -81,7 +81,7 @@ class LocalFleet:
             self.balancer = NginxBalancer(BalancerConfig(
                 replicas=tuple(Replica("127.0.0.1", s.config.grpc_port) for s in self.replicas),
                 listen_port=cfg.listen_port or pick_free_port(), listen_host=cfg.listen_host,
-                policy=cfg.policy, tls=cfg.tls, upstream_server_name=cfg.tls_server_name,
+                policy=cfg.policy, tls=cfg.tls, upstream_server_name=cfg.tls_server_name or "localhost",
                 fail_timeout_s=cfg.fail_timeout_s,
             ))
             self.balancer.start()
@@ -99,7 +99,7 @@ class LocalFleet:
     def stop(self) -> None:
         """Balancer first (no new calls), then every replica. Idempotent."""
         if self.balancer is not None:
-            self.balancer.stop()
+            self.balancer.cleanup()
         for server in self.replicas:
             server.stop()
 

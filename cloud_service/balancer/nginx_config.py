@@ -62,7 +62,9 @@ class BalancerConfig:
     listen_host: str = "127.0.0.1"
     policy: str = AFFINITY
     tls: TLSFiles | None = None  # set: TLS terminated here, and re-encrypted to the replicas
-    upstream_server_name: str | None = None  # name in the replicas' certificate (default: their host)
+    # The DNS name the replicas' certificate must carry: nginx 1.22 checks upstream certificates by
+    # host name only (an IP address in subjectAltName does not match "127.0.0.1").
+    upstream_server_name: str = "localhost"
     max_fails: int = 1  # failed attempts within fail_timeout_s that mark a replica down
     fail_timeout_s: int = 2  # ... and how long it stays down before nginx tries it again
     connect_timeout_s: float = 1.0  # a dead replica refuses at once; a hung one costs this
@@ -228,7 +230,7 @@ def _proxy(config: BalancerConfig, upstream: str) -> list[Directive]:
         # files are one self-signed pair; in production: the replicas' CA).
         proxy += [d("grpc_ssl_verify", "on"), d("grpc_ssl_trusted_certificate", config.tls.cert),
                   d("grpc_ssl_server_name", "on"),
-                  d("grpc_ssl_name", config.upstream_server_name or config.replicas[0].host)]
+                  d("grpc_ssl_name", config.upstream_server_name)]
     return proxy
 
 
