@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--problems", type=Path, default=ROOT / "models/toy-pair/data/test.jsonl")
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=32)
-    parser.add_argument("--problems-per-session", type=int, default=4)
+    parser.add_argument("--problems-per-session", type=int, default=12)
     parser.add_argument("--scenarios", default="affinity,round_robin,affinity_kill")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/scale-out")
     return parser.parse_args(argv)
@@ -166,6 +166,8 @@ def failover(calls: list[CallRecord], access: list[Any], kill: KillPlan, victim:
 
     outage_victim = resends(on_victim, killed, healthy)
     outage_rest = resends(live - on_victim, killed, healthy)
+    returned = {c.context_id for c in calls if c.resynced and c.ended_epoch_s >= healthy}
+    served_after = {ctx: addr for stamp, addr, status, _, ctx in access if stamp >= healthy and status == 200}
     return {
         "killed_replica": victim,
         "restart_to_ready_s": round(kill.restart_s or float("nan"), 2),
@@ -174,7 +176,9 @@ def failover(calls: list[CallRecord], access: list[Any], kill: KillPlan, victim:
         "of_them_on_the_killed_replica": len(on_victim),
         "outage_resends_per_context_on_killed_replica": sorted(set(outage_victim)),
         "outage_resends_of_other_contexts": sum(outage_rest),
-        "resends_after_the_return": sum(resends(live, healthy, float("inf"))),
+        "resends_after_the_return": sum(c.resynced for c in calls if c.ended_epoch_s >= healthy),
+        "contexts_resent_after_the_return": len(returned),
+        "of_them_now_on_the_restarted_replica": sum(served_after.get(ctx) == victim for ctx in returned),
         "resends_total": sum(c.resynced for c in calls),
     }
 

@@ -77,13 +77,7 @@ class LocalFleet:
             self.replicas = [self._replica(i) for i in range(self.config.replicas)]
             with ThreadPoolExecutor(max_workers=len(self.replicas)) as pool:
                 list(pool.map(lambda server: server.start(), self.replicas))
-            cfg = self.config
-            self.balancer = NginxBalancer(BalancerConfig(
-                replicas=tuple(Replica("127.0.0.1", s.config.grpc_port) for s in self.replicas),
-                listen_port=cfg.listen_port or pick_free_port(), listen_host=cfg.listen_host,
-                policy=cfg.policy, tls=cfg.tls, upstream_server_name=cfg.tls_server_name or "localhost",
-                fail_timeout_s=cfg.fail_timeout_s,
-            ))
+            self.balancer = NginxBalancer(self._balancer_config(self.config.listen_port or pick_free_port()))
             self.balancer.start()
         except BaseException:
             self.stop()
@@ -96,12 +90,37 @@ class LocalFleet:
         self.replicas[index] = self._replica(index, grpc_port=old.config.grpc_port)
         return self.replicas[index].start()
 
+    def add_replica(self) -> float:
+        """Start one more replica and reload the balancer onto the larger ring; its seconds to ready."""
+        if self.balancer is None:
+            raise BadInputError("the fleet is not started")
+        server = self._replica(len(self.replicas))
+        ready_s = server.start()
+        self.replicas.append(server)
+        self.balancer.reconfigure(self._balancer_config(self.balancer.config.listen_port))
+        return ready_s
+
+    def _balancer_config(self, listen_port: int) -> BalancerConfig:
+        cfg = self.config
+        return BalancerConfig(
+            replicas=tuple(Replica("127.0.0.1", s.config.grpc_port) for s in self.replicas),
+            listen_port=listen_port, listen_host=cfg.listen_host, policy=cfg.policy, tls=cfg.tls,
+            upstream_server_name=cfg.tls_server_name or "localhost", fail_timeout_s=cfg.fail_timeout_s,
+        )
+
     def stop(self) -> None:
-        """Balancer first (no new calls), then every replica. Idempotent."""
+        """Balancer first (no new calls), then every replica, even when one fails to stop. Idempotent."""
         if self.balancer is not None:
             self.balancer.cleanup()
+        failures = []
         for server in self.replicas:
-            server.stop()
+            try:
+                server.stop()
+            except Exception as exc:  # the others must still stop: no orphaned tritonserver
+                log.exception("stopping replica %s failed", server.grpc_url)
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
     def _replica(self, index: int, **overrides: Any) -> TritonServer:
         cfg = self.config

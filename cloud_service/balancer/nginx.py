@@ -31,6 +31,7 @@ from types import TracebackType
 
 from cloud_service.balancer.nginx_config import BalancerConfig, Layout, render
 from cloud_service.errors import ServerStartError
+from glimp_common.errors import BadInputError
 
 log = logging.getLogger(__name__)
 
@@ -88,20 +89,15 @@ class NginxBalancer:
         """Write the config, check it (`nginx -t`), start nginx and wait until it accepts connections."""
         if self._process is not None:
             raise ServerStartError("this balancer is already started")
-        binary = nginx_binary()
         layout = Layout(Path(tempfile.mkdtemp(prefix="glimp_nginx_")))
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             layout.temp(name).mkdir(parents=True)
         run_as = getpass.getuser() if os.geteuid() == 0 else None
         layout.conf.write_text(render(self.config, layout, run_as=run_as), encoding="utf-8")
         self._layout = layout
-        argv = [str(binary), "-p", str(layout.prefix), "-c", str(layout.conf), "-e", str(layout.error_log)]
-        checked = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, check=False)
-        if checked.returncode != 0:
-            raise ServerStartError(f"nginx refused the generated config {layout.conf}: "
-                                   f"{checked.stderr.strip()}")
+        self._check(layout)
         self._process = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            self._argv(layout), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only
         )
         log.info("nginx pid %d balancing %s over %d replicas (%s); error log %s", self._process.pid,
@@ -111,6 +107,46 @@ class NginxBalancer:
         except BaseException:
             self.stop()
             raise
+
+    def reconfigure(self, config: BalancerConfig, timeout_s: float = 10.0) -> None:
+        """Apply `config` without dropping calls (nginx's reload: new workers, old ones drain).
+
+        Returns once a worker with the new configuration has started; open HTTP/2 connections
+        get GOAWAY from the old workers and their clients reconnect to the new ones.
+        """
+        if self._process is None or self._layout is None:
+            raise ServerStartError("the balancer is not started")
+        if (config.listen_host, config.listen_port) != (self.config.listen_host, self.config.listen_port):
+            raise BadInputError("a reload cannot move the listen address; start a new balancer")
+        layout = self._layout
+        workers_before = self._workers_started()
+        run_as = getpass.getuser() if os.geteuid() == 0 else None
+        layout.conf.write_text(render(config, layout, run_as=run_as), encoding="utf-8")
+        self._check(layout)
+        self.config = config
+        self._process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout_s
+        while self._workers_started() <= workers_before:
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"nginx did not reload within {timeout_s} s; error log:\n"
+                                       f"{self.error_log_tail()}")
+            time.sleep(0.05)
+
+    def _workers_started(self) -> int:
+        path = self.layout.error_log
+        text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
+        return text.count("start worker process")
+
+    def _argv(self, layout: Layout) -> list[str]:
+        return [str(nginx_binary()), "-p", str(layout.prefix), "-c", str(layout.conf),
+                "-e", str(layout.error_log)]
+
+    def _check(self, layout: Layout) -> None:
+        checked = subprocess.run([*self._argv(layout), "-t", "-q"], capture_output=True, text=True,
+                                 check=False)
+        if checked.returncode != 0:
+            raise ServerStartError(f"nginx refused the generated config {layout.conf}: "
+                                   f"{checked.stderr.strip()}")
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.poll() is None
