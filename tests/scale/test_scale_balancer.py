@@ -152,7 +152,8 @@ def test_the_admin_api_is_unreachable_through_the_balancer(tls_fleet: tuple[Loca
                                                           cert: TLSFiles) -> None:
     fleet, _ = tls_fleet
     replica = fleet.replicas[0]
-    admin = ((f"triton-grpc-protocol-{ADMIN_HEADER}", replica.admin_token),)  # even the admin token does not open it
+    # Even the admin token does not open it through the balancer.
+    admin = ((f"triton-grpc-protocol-{ADMIN_HEADER}", replica.admin_token),)
     credentials = grpc.ssl_channel_credentials(cert.cert.read_bytes())
     index = service_pb2.RepositoryIndexRequest()
     with grpc.secure_channel(replica.grpc_url, credentials) as direct:

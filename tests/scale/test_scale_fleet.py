@@ -73,3 +73,29 @@ def test_a_dead_replica_moves_only_its_contexts_once_and_its_return_moves_only_i
         assert _owner(holders(fleet, sessions, token)) == before  # the ring is the one it was
     finally:
         close_sessions(sessions)
+
+
+@pytest.fixture()
+def two_replicas(tiny_qwen3_dir: Path, tmp_path: Path, token: str) -> Iterator[LocalFleet]:
+    with tiny_fleet(tiny_qwen3_dir, tmp_path, token, replicas=2) as started:
+        yield started
+
+
+def test_a_new_replica_takes_only_its_share_of_the_ring(two_replicas: LocalFleet, token: str) -> None:
+    """2 -> 3 replicas (nginx reloaded): the contexts that move all move to the new one; the rest stay."""
+    fleet = two_replicas
+    sessions = open_sessions(fleet.endpoint, token, SESSIONS)
+    try:
+        run_phase(sessions, "warm", STEPS_PER_PHASE)
+        before = _owner(holders(fleet, sessions, token))
+        fleet.add_replica()
+        run_phase(sessions, "grown", STEPS_PER_PHASE)
+        assert [s.errors for s in sessions] == [[]] * SESSIONS
+        after = _owner(holders(fleet, sessions, token))
+        moved = {c for c in after if after[c] != before[c]}
+        assert moved and all(after[c] == 2 for c in moved)  # only onto the new replica
+        assert len(moved) < SESSIONS * 2 // 3  # its share (about a third), not a reshuffle
+        resent = {s.conversation.context_id: s.resyncs["grown"] for s in sessions}
+        assert resent == {c: int(c in moved) for c in resent}  # each moved context resent once
+    finally:
+        close_sessions(sessions)
