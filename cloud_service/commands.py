@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from cloud_service.balancer.fleet import LocalFleet
+from cloud_service.balancer.fleet import MAX_REPLICAS, LocalFleet
 from cloud_service.balancer.fleet_command import fleet_work_dir, start_fleet
 from cloud_service.balancer.nginx_config import AFFINITY, POLICIES
 from cloud_service.launcher import ServerConfig, TritonServer
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         return _build_only(args, settings)
     token = _token(args)
     tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert or args.tls_key else None
-    if args.replicas > 1:
+    if args.replicas != 1:
         return _serve_replicas(args, settings, token, tls)
     temp_repo = None if args.repository else Path(tempfile.mkdtemp(prefix="glimp_repo_"))
     repository_dir: Path = args.repository if temp_repo is None else temp_repo
@@ -213,6 +213,8 @@ def _add_replica_flags(parser: argparse.ArgumentParser) -> None:
 
 def _serve_replicas(args: argparse.Namespace, settings: RepositorySettings, token: str | None,
                     tls: TLSFiles | None) -> int:
+    if not 2 <= args.replicas <= MAX_REPLICAS:
+        raise BadInputError(f"--replicas must be between 1 and {MAX_REPLICAS}, got {args.replicas}")
     if args.repository is not None or args.log_file is not None:
         raise BadInputError("--replicas builds one repository and log per replica; drop --repository "
                             "and --log-file (the logs are printed)")
