@@ -111,31 +111,35 @@ class NginxBalancer:
     def reconfigure(self, config: BalancerConfig, timeout_s: float = 10.0) -> None:
         """Apply `config` without dropping calls (nginx's reload: new workers, old ones drain).
 
-        Returns once a worker with the new configuration has started; open HTTP/2 connections
-        get GOAWAY from the old workers and their clients reconnect to the new ones.
+        Returns once a worker with the new configuration has started and the old one has exited
+        (it closes idle connections at once and is cut off after `worker_shutdown_timeout`), so
+        every call after this one meets the new ring.
         """
         if self._process is None or self._layout is None:
             raise ServerStartError("the balancer is not started")
         if (config.listen_host, config.listen_port) != (self.config.listen_host, self.config.listen_port):
             raise BadInputError("a reload cannot move the listen address; start a new balancer")
         layout = self._layout
-        workers_before = self._workers_started()
+        started_before = self._log_count("start worker process")
+        exited_before = self._log_count("exited with code")
         run_as = getpass.getuser() if os.geteuid() == 0 else None
         layout.conf.write_text(render(config, layout, run_as=run_as), encoding="utf-8")
         self._check(layout)
         self.config = config
         self._process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout_s
-        while self._workers_started() <= workers_before:
+        while (self._log_count("start worker process") <= started_before
+               or self._log_count("exited with code") <= exited_before):
             if time.monotonic() > deadline:
                 raise ServerStartError(f"nginx did not reload within {timeout_s} s; error log:\n"
                                        f"{self.error_log_tail()}")
             time.sleep(0.05)
 
-    def _workers_started(self) -> int:
+    def _log_count(self, phrase: str) -> int:
+        """How often the master's error log says `phrase` (it logs worker starts and exits)."""
         path = self.layout.error_log
         text = path.read_text(encoding="utf-8", errors="replace") if path.is_file() else ""
-        return text.count("start worker process")
+        return text.count(phrase)
 
     def _argv(self, layout: Layout) -> list[str]:
         return [str(nginx_binary()), "-p", str(layout.prefix), "-c", str(layout.conf),

@@ -71,6 +71,7 @@ class BalancerConfig:
     read_timeout_s: float = 120.0  # longest a step may think (a decode can run long)
     next_upstream_tries: int = 3  # attempts per call over different replicas (never after a send)
     worker_connections: int = 1024
+    reload_drain_s: int = 5  # after a reload, old workers' connections are cut after this long
 
     def __post_init__(self) -> None:
         if not self.replicas:
@@ -80,8 +81,9 @@ class BalancerConfig:
         if self.policy not in POLICIES:
             raise BadInputError(f"balancer policy {self.policy!r} unknown; choose one of {POLICIES}")
         Replica(self.listen_host, self.listen_port)  # same checks as a replica's address
-        if min(self.max_fails, self.fail_timeout_s, self.next_upstream_tries) < 1:
-            raise BadInputError("max_fails, fail_timeout_s and next_upstream_tries must be at least 1")
+        if min(self.max_fails, self.fail_timeout_s, self.next_upstream_tries, self.reload_drain_s) < 1:
+            raise BadInputError("max_fails, fail_timeout_s, next_upstream_tries and reload_drain_s must be "
+                                "at least 1")
         if min(self.connect_timeout_s, self.read_timeout_s) <= 0:
             raise BadInputError("balancer timeouts must be positive")
 
@@ -159,7 +161,10 @@ def render(config: BalancerConfig, layout: Layout, *, run_as: str | None = None)
     `run_as`: the user worker processes run as (needed when nginx starts as root, which would
     otherwise switch them to `nobody`, unable to use the private temp folders).
     """
+    # worker_shutdown_timeout: after a reload, an old worker still holding busy connections is cut
+    # off after this long (the edge retries), so a new ring takes over within bounded time.
     main = [d("daemon", "off"), d("master_process", "on"), d("worker_processes", 1),
+            d("worker_shutdown_timeout", f"{config.reload_drain_s}s"),
             d("pid", layout.pid), d("error_log", layout.error_log, "info")]
     if run_as is not None:
         main.append(d("user", run_as))

