@@ -95,7 +95,11 @@ class NginxBalancer:
         run_as = getpass.getuser() if os.geteuid() == 0 else None
         layout.conf.write_text(render(self.config, layout, run_as=run_as), encoding="utf-8")
         self._layout = layout
-        self._check(layout)
+        try:
+            self._check(layout)
+        except ServerStartError:
+            self.cleanup()
+            raise
         self._process = subprocess.Popen(
             self._argv(layout), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only
@@ -105,7 +109,7 @@ class NginxBalancer:
         try:
             self._wait_listening()
         except BaseException:
-            self.stop()
+            self.cleanup()  # the error already carries the log tail
             raise
 
     def reconfigure(self, config: BalancerConfig, timeout_s: float = 10.0) -> None:

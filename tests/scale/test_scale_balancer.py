@@ -85,17 +85,19 @@ def test_nginx_dies_with_its_parent(tmp_path: Path) -> None:
         "from cloud_service.balancer.nginx import NginxBalancer\n"
         "from cloud_service.balancer.nginx_config import BalancerConfig, Replica\n"
         f"b = NginxBalancer(BalancerConfig((Replica('127.0.0.1', 9),), {port}))\n"
-        "b.start(); print(b.pid, flush=True); time.sleep(600)\n"
+        "b.start(); print(b.pid, b.layout.prefix, flush=True); time.sleep(600)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None
-    nginx_pid = int(parent.stdout.readline())
+    pid_text, prefix = parent.stdout.readline().split()
+    nginx_pid = int(pid_text)
     assert _alive(nginx_pid)
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 10.0
     while _alive(nginx_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
+    shutil.rmtree(prefix, ignore_errors=True)  # the parent had no chance to
     assert not _alive(nginx_pid), f"nginx {nginx_pid} outlived its parent"
 
 
