@@ -18,9 +18,13 @@ import shutil
 import signal
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
+from cloud_service.balancer.fleet import MAX_REPLICAS, LocalFleet
+from cloud_service.balancer.fleet_command import fleet_work_dir, start_fleet
+from cloud_service.balancer.nginx_config import AFFINITY, POLICIES
 from cloud_service.errors import ServerStartError
 from cloud_service.launcher import ServerConfig, TritonServer
 from cloud_service.ports import check_ports_free, owns_listener
@@ -95,6 +99,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         default=env_float("GLIMP_CHECK_PERIOD_S", SupervisorConfig.period_s),
                         help="run a real readiness inference this often and heal the server when it "
                         "fails (env GLIMP_CHECK_PERIOD_S)")
+    _add_replica_flags(parser)
 
 
 class _StopRequested(BaseException):
@@ -116,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     token = _token(args)
     check_ports_free(args.host, {"--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port})
     tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert or args.tls_key else None
+    if args.replicas != 1:
+        return _serve_replicas(args, settings, token, tls)
     # The log outlives a failed server (the launcher's own would go with its work dir): a failure
     # names it. Removed after a clean stop unless the user asked for it with --log-file.
     log_file: Path = args.log_file or Path(tempfile.mkstemp(prefix="glimp_serve_", suffix=".log")[1])
@@ -269,3 +276,58 @@ def production_flags() -> TritonFlags:
         model_repository="/models", admin_token=_CONTAINER_ADMIN_TOKEN, inference_token=_CONTAINER_TOKEN,
         tls_cert="/certs/server.crt", tls_key="/certs/server.key",
     )
+
+
+# --- several replicas behind the nginx balancer (cloud_service.balancer) -------------------------
+
+def _add_replica_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--replicas", type=int, default=env_int("GLIMP_REPLICAS", 1),
+                        help="serve N replicas behind an nginx balancer on --grpc-port, each context "
+                        "kept on one replica (needs nginx: apt-get install nginx-light) (env GLIMP_REPLICAS)")
+    parser.add_argument("--balance", choices=POLICIES, default=env_str("GLIMP_BALANCE", AFFINITY),
+                        help="with --replicas: affinity (consistent hash on the context header) or "
+                        "round_robin (a baseline: contexts scatter) (env GLIMP_BALANCE)")
+
+
+def _serve_replicas(args: argparse.Namespace, settings: RepositorySettings, token: str | None,
+                    tls: TLSFiles | None) -> int:
+    if not 2 <= args.replicas <= MAX_REPLICAS:
+        raise BadInputError(f"--replicas must be between 1 and {MAX_REPLICAS}, got {args.replicas}")
+    if args.repository is not None or args.log_file is not None:
+        raise BadInputError("--replicas builds one repository and log per replica; drop --repository "
+                            "and --log-file (the logs are printed)")
+    if args.balance not in POLICIES:
+        raise BadInputError(f"--balance must be one of {POLICIES}, got {args.balance!r}")
+    work_dir = fleet_work_dir()
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    fleet = None
+    try:
+        fleet = start_fleet(args, replace(settings, link_model=True), token, tls, work_dir)
+        return _watch_fleet(fleet)
+    except _StopRequested:
+        print("glimp serve: stopping", flush=True)
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if fleet is not None:
+            fleet.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _watch_fleet(fleet: LocalFleet) -> int:
+    """Report replicas that exit (the balancer routes around them); end when none or nginx is left."""
+    reported: set[int] = set()
+    while fleet.balancer is not None and fleet.balancer.is_running():
+        for i, server in enumerate(fleet.replicas):
+            if not server.is_running() and i not in reported:
+                reported.add(i)
+                print(f"glimp serve: replica {i} ({server.grpc_url}) exited; its contexts move to the "
+                      f"others. Log ends:\n{server.log_tail(10)}", flush=True)
+        if len(reported) == len(fleet.replicas):
+            print("glimp serve: every replica exited", flush=True)
+            return 1
+        time.sleep(0.5)
+    print("glimp serve: the balancer (nginx) exited by itself", flush=True)
+    return 1

@@ -17,6 +17,10 @@ MAX_MAX_TOKENS = 8192  # one call may generate at most this many tokens
 MAX_REQUEST_TEXT_BYTES = 1 << 20  # 1 MiB of text per call (messages + new_text)
 AUTH_HEADER = "x-edge-token"  # Triton restricted-protocol header carrying the shared edge token
 GRPC_AUTH_METADATA_KEY = f"triton-grpc-protocol-{AUTH_HEADER}"  # the gRPC metadata key a client sends
+# Every call of a conversation carries its context id here, so an L7 balancer can hash on it and
+# keep the context on the replica holding its KV. Routing only: the server never trusts it (the
+# StepRequest's context id and client key decide), and it carries no client key.
+CONTEXT_METADATA_KEY = "x-glimp-context"
 
 
 def canonical_prompt(messages: Iterable[tuple[str, str]]) -> bytes:

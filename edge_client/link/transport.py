@@ -1,10 +1,12 @@
 """The transport: where the cloud is, one gRPC channel to it, one raw KServe call, its errors.
 
 `TritonLink` owns the channel and the generated stub. Every call has a deadline, the edge token
-travels as the metadata Triton's restricted protocol checks, and bytes up/down are exactly the
-serialized gRPC messages (`ByteSize()`). No retries here: `edge_client.link.resilient` adds them.
-Per-call cross-cutting work (the benchmark's wire-byte count) plugs in as gRPC client
-interceptors, which every channel of the link (`renew` included) is wrapped in.
+travels as the metadata Triton's restricted protocol checks, the context id travels as
+`x-glimp-context` (a balancer hashes on it to keep a context on one replica), and bytes up/down
+are exactly the serialized gRPC messages (`ByteSize()`). No retries here:
+`edge_client.link.resilient` adds them. Per-call cross-cutting work (the benchmark's wire-byte
+count) plugs in as gRPC client interceptors, which every channel of the link (`renew` included)
+is wrapped in.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from edge_client.errors import (
 )
 from edge_client.link.kserve import build_infer_request, parse_infer_response
 from protos import edge_cloud_v1_pb2 as pb
-from protos.contract import GRPC_AUTH_METADATA_KEY
+from protos.contract import CONTEXT_METADATA_KEY, GRPC_AUTH_METADATA_KEY
 
 TOKEN_METADATA_KEY = GRPC_AUTH_METADATA_KEY  # Triton's restricted-protocol header
 _MAX_MESSAGE_BYTES = 64 << 20
@@ -92,17 +94,21 @@ class TritonLink:
         """Send one StepRequest; map gRPC failures to `edge_client.errors`."""
         infer = build_infer_request(request)
         started = time.perf_counter()
-        response = self.send_infer(infer, timeout_s)
+        response = self.send_infer(infer, timeout_s, context_id=request.context_id)
         elapsed = time.perf_counter() - started
         return Exchange(parse_infer_response(response), infer.ByteSize(), response.ByteSize(), elapsed)
 
-    def send_infer(self, infer: service_pb2.ModelInferRequest,
-                   timeout_s: float | None = None) -> service_pb2.ModelInferResponse:
-        """One raw KServe ModelInfer call with the deadline, token and compression of this link."""
+    def send_infer(self, infer: service_pb2.ModelInferRequest, timeout_s: float | None = None, *,
+                   context_id: str = "") -> service_pb2.ModelInferResponse:
+        """One raw KServe ModelInfer call with the deadline, token and compression of this link.
+
+        `context_id` goes out as the `x-glimp-context` header (the balancer's hash key) when set.
+        """
         stub = self._stub  # the channel of this call, even if `renew` swaps it meanwhile
+        metadata = self._metadata + (((CONTEXT_METADATA_KEY, context_id),) if context_id else ())
         try:
             response: service_pb2.ModelInferResponse = stub.ModelInfer(
-                infer, timeout=timeout_s or self.config.timeout_s, metadata=self._metadata,
+                infer, timeout=timeout_s or self.config.timeout_s, metadata=metadata,
                 compression=grpc.Compression.Gzip if self.config.gzip else None,
             )
         except grpc.RpcError as exc:

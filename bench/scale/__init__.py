@@ -1,0 +1,1 @@
+"""Scale-out benchmark: affinity vs round robin over local replicas behind nginx, and a failover."""
