@@ -61,6 +61,8 @@ class KillPlan:
         server = self.fleet.replicas[self.victim]
         assert server.pid is not None
         self.killed_at = time.time()
+        if server.gateway is not None:  # the gateway lives in this process: a host crash takes both
+            server.gateway.stop(grace_s=0)
         os.killpg(server.pid, signal.SIGKILL)
         server.wait(10.0)
         remove_shm_files(server.config.shm_prefix)

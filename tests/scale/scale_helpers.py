@@ -53,8 +53,11 @@ def tiny_fleet(model_dir: Path, work_dir: Path, token: str | None, replicas: int
 
 
 def sigkill(server: TritonServer) -> None:
-    """Kill the replica's whole process group at once (server and model stub), as a crash does."""
+    """Kill the replica's whole process group at once (server and model stub) and close its gateway
+    (which lives in the owning process), as a crash of the replica's host does."""
     assert server.pid is not None
+    if server.gateway is not None:
+        server.gateway.stop(grace_s=0)
     os.killpg(server.pid, signal.SIGKILL)
     server.wait(10.0)
     remove_shm_files(server.config.shm_prefix)

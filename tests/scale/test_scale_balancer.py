@@ -152,19 +152,19 @@ def test_tls_and_the_edge_token_hold_end_to_end(tls_fleet: tuple[LocalFleet, str
 @pytest.mark.triton
 def test_the_admin_api_is_unreachable_through_the_balancer(tls_fleet: tuple[LocalFleet, str],
                                                           cert: TLSFiles) -> None:
-    fleet, _ = tls_fleet
+    fleet, token = tls_fleet
     replica = fleet.replicas[0]
-    # Even the admin token does not open it through the balancer.
-    admin = ((f"triton-grpc-protocol-{ADMIN_HEADER}", replica.admin_token),)
+    # Neither a replica (its gateway forwards only inference and health) nor the balancer answers
+    # the repository API, even with the edge token.
+    auth = ((f"triton-grpc-protocol-{ADMIN_HEADER}", token),)
     credentials = grpc.ssl_channel_credentials(cert.cert.read_bytes())
     index = service_pb2.RepositoryIndexRequest()
-    with grpc.secure_channel(replica.grpc_url, credentials) as direct:
-        models = service_pb2_grpc.GRPCInferenceServiceStub(direct).RepositoryIndex(
-            index, metadata=admin, timeout=10.0)
-        assert [m.name for m in models.models] == ["glimp_llm"]  # the replica itself answers
+    with grpc.secure_channel(replica.grpc_url, credentials) as direct, pytest.raises(grpc.RpcError) as own:
+        service_pb2_grpc.GRPCInferenceServiceStub(direct).RepositoryIndex(index, metadata=auth, timeout=10.0)
+    assert own.value.code() == grpc.StatusCode.UNIMPLEMENTED
     with grpc.secure_channel(fleet.endpoint, credentials) as balanced, pytest.raises(grpc.RpcError) as err:
         stub = service_pb2_grpc.GRPCInferenceServiceStub(balanced)
-        stub.RepositoryIndex(index, metadata=admin, timeout=10.0)
+        stub.RepositoryIndex(index, metadata=auth, timeout=10.0)
     assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert "glimp balancer" in (err.value.details() or "")
 
