@@ -158,3 +158,45 @@ def test_make_policy_builds_each_cli_name_and_explains_what_is_missing() -> None
         make_policy("random")
     with pytest.raises(BadInputError, match="unknown policy"):
         make_policy("oracle")
+
+
+# ---- what the trace records of a decision, and the factory's defaults (found by `make mutation`) ----
+
+
+def test_target_share_records_the_entropy_it_compared() -> None:
+    policy = TargetShare.from_calibration(calibration([0.1, 0.2, 0.3, 1.5]), 0.25)
+    decision = policy.before_step(probe(1.7))
+    assert (decision.route, decision.signal) == (Route.CLOUD, 1.7)
+    assert decision.signal_name == "first_token_entropy"
+    assert policy.calibration_steps == 4 and "calibrated on 4 steps" in policy.describe()
+
+
+def test_random_share_records_its_draw_and_keeps_a_draw_equal_to_the_share_local() -> None:
+    import numpy as np
+
+    first_draw = float(np.random.default_rng(5).random())
+    decision = RandomShare(first_draw, seed=5).before_step(probe(0.0))
+    # A draw equal to the share is not below it: the step stays on the edge.
+    assert (decision.route, decision.signal, decision.signal_name) == (Route.EDGE, first_draw, "uniform_draw")
+
+
+def test_make_policy_defaults_are_the_papers_tau_and_seed_0() -> None:
+    import numpy as np
+
+    assert make_policy("threshold") == EntropyThreshold(0.9)
+    draw = make_policy("random", share=0.5).before_step(probe(0.0)).signal
+    assert draw == float(np.random.default_rng(0).random())
+
+
+def test_make_policy_says_what_is_missing() -> None:
+    with pytest.raises(BadInputError, match="needs a calibration file: run `glimp calibrate` first"):
+        make_policy("share")
+    with pytest.raises(BadInputError, match=r"needs --share \(the probability of a cloud step\)"):
+        make_policy("random")
+    with pytest.raises(BadInputError, match="choose one of threshold, share, local, cloud"):
+        make_policy("nope")
+
+
+def test_a_policy_that_never_drafts_says_so_when_asked_to_judge() -> None:
+    with pytest.raises(NotImplementedError, match="cloud never drafts"):
+        AlwaysCloud().after_draft(Draft("x", (0.1,)), lambda text: 0.0)
