@@ -52,6 +52,17 @@ def link(triton_server: TritonServer, cloud_token: str) -> Iterator[TritonLink]:
     raw.close()
 
 
+@pytest.fixture()
+def own_server(tiny_qwen3_dir: Path, tmp_path: Path) -> Iterator[tuple[TritonServer, str]]:
+    """A server of this test alone, with its own token (the test may kill or flood it)."""
+    token = new_token()
+    server = start_server(tiny_qwen3_dir, tmp_path, token)
+    try:
+        yield server, token
+    finally:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def self_signed_cert(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     """A certificate for 127.0.0.1/localhost, made with the openssl CLI."""

@@ -7,29 +7,15 @@ stays cheap); the 10,000-request run is recorded in bench/results/hardening/floo
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from cloud_helpers import start_server
 
 from bench.hardening.flood import families, flood, valid_step
 from bench.hardening.flood_run import flood_check
 from cloud_service.launcher import TritonServer
-from cloud_service.security import new_token
 from edge_client.link import build_infer_request
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
-
-
-@pytest.fixture()
-def own_server(tiny_qwen3_dir: Path, tmp_path: Path) -> Iterator[tuple[TritonServer, str]]:
-    token = new_token()
-    server = start_server(tiny_qwen3_dir, tmp_path, token)
-    try:
-        yield server, token
-    finally:
-        server.stop()
 
 
 def test_every_family_floods_without_a_crash_and_the_session_is_unchanged(

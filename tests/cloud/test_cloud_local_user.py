@@ -10,14 +10,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloud_helpers import start_server
 
 from cloud_service.launcher import TritonServer
-from cloud_service.security import new_token
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow]
 
@@ -40,22 +37,12 @@ except OSError:
 """
 
 
-@pytest.fixture()
-def served(tiny_qwen3_dir: Path, tmp_path: Path) -> Iterator[tuple[TritonServer, str]]:
-    token = new_token()
-    server = start_server(tiny_qwen3_dir, tmp_path, token)
-    try:
-        yield server, token
-    finally:
-        server.stop()
-
-
 _CAN_SWITCH = os.geteuid() == 0 and shutil.which("setpriv") is not None and Path("/usr/bin/python3").exists()
 
 
 @pytest.mark.skipif(not _CAN_SWITCH, reason="switching user needs root, setpriv and a system python3")
-def test_another_local_user_finds_no_secret_and_no_way_in(served: tuple[TritonServer, str]) -> None:
-    server, token = served
+def test_another_local_user_finds_no_secret_and_no_way_in(own_server: tuple[TritonServer, str]) -> None:
+    server, token = own_server
     assert server.upstream is not None
     socket_path = server.upstream.removeprefix("unix:")  # tritonserver names it "<address>:<port>"
     assert Path(socket_path).is_socket()  # the probe below fails on permissions, not on a wrong path

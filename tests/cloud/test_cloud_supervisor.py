@@ -14,11 +14,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloud_helpers import CALL_TIMEOUT_S, MESSAGES, shm_files, start_server
+from cloud_helpers import CALL_TIMEOUT_S, MESSAGES, shm_files
 
 from cloud_service.launcher import TritonServer
 from cloud_service.security import new_token
@@ -74,16 +73,6 @@ def server_ready(server: TritonServer) -> bool:
 
     with grpcclient.InferenceServerClient(server.grpc_url) as client:
         return bool(client.is_server_ready(client_timeout=CALL_TIMEOUT_S))
-
-
-@pytest.fixture()
-def own_server(tiny_qwen3_dir: Path, tmp_path: Path) -> Iterator[tuple[TritonServer, str]]:
-    token = new_token()
-    server = start_server(tiny_qwen3_dir, tmp_path, token)
-    try:
-        yield server, token
-    finally:
-        server.stop()
 
 
 class ObservingSupervisor(Supervisor):
