@@ -7,11 +7,33 @@ client resends the whole transcript with create=true (protos/edge_cloud_v1.proto
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Protocol, TypeVar
+
 from cloud_service.validation import Call
 from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import TranscriptView
 
 _RESEND = "resend it with create=true"
+
+
+class HeldContext(Protocol):
+    """What an engine's stored context offers the check: the transcript it holds."""
+
+    def view(self) -> TranscriptView: ...
+
+
+Held = TypeVar("Held", bound=HeldContext)
+
+
+def held_or_mismatch(call: Call, entry: Held | None, counts: Counter[str]) -> Held | pb.ContextMismatch:
+    """`entry` when the call's base matches it; else the typed mismatch, counted by kind in `counts`."""
+    mismatch = base_mismatch(call, entry.view() if entry is not None else None)
+    if mismatch is not None:
+        counts[pb.ContextMismatch.Kind.Name(mismatch.kind)] += 1
+        return mismatch
+    assert entry is not None  # base_mismatch answers UNKNOWN_CONTEXT for a missing one
+    return entry
 
 
 def base_mismatch(call: Call, held: TranscriptView | None) -> pb.ContextMismatch | None:

@@ -31,7 +31,7 @@ import numpy as np
 
 from cloud_service.engines.context_store import ContextStore, StoreLimits, StoreStats
 from cloud_service.errors import ContextTooLarge, InvalidRequest
-from cloud_service.mismatch import base_mismatch
+from cloud_service.mismatch import held_or_mismatch
 from cloud_service.serving_config import ServingConfig
 from cloud_service.validation import Call, parse_request, validate
 from glimp_common.errors import GlimpError
@@ -207,13 +207,7 @@ class Engine:
         """The context to work on: a new one (create) or the stored one if the client's view matches."""
         if call.create:
             return self._new_context(call)
-        entry = self.store.get(call.key, now_s)
-        mismatch = base_mismatch(call, entry.view() if entry is not None else None)
-        if mismatch is not None:
-            self._mismatches[pb.ContextMismatch.Kind.Name(mismatch.kind)] += 1
-            return mismatch
-        assert entry is not None  # base_mismatch answers UNKNOWN_CONTEXT for a missing one
-        return entry
+        return held_or_mismatch(call, self.store.get(call.key, now_s), self._mismatches)
 
     def _new_context(self, call: Call) -> ServerContext:
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cloud_service.errors import GlimpError, InvalidRequest
-from cloud_service.mismatch import base_mismatch
+from cloud_service.mismatch import held_or_mismatch
 from cloud_service.validation import Call, parse_request, validate
 from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import TranscriptView
@@ -158,13 +158,7 @@ class VllmEngine:
     def _resolve(self, call: Call, now_s: float) -> TextContext | pb.ContextMismatch:
         if call.create:
             return TextContext(tuple((m.role, m.content) for m in call.messages), self._render(call))
-        entry = self.table.get(call.key, now_s)
-        mismatch = base_mismatch(call, entry.view() if entry is not None else None)
-        if mismatch is not None:
-            self._mismatches[pb.ContextMismatch.Kind.Name(mismatch.kind)] += 1
-            return mismatch
-        assert entry is not None  # base_mismatch answers UNKNOWN_CONTEXT for a missing one
-        return entry
+        return held_or_mismatch(call, self.table.get(call.key, now_s), self._mismatches)
 
     def _render(self, call: Call) -> str:
         fmt = self.settings.prompt
