@@ -11,9 +11,15 @@ run on it succeeds (onnxruntime-gpu lists CUDA even on machines without a GPU).
 from __future__ import annotations
 
 import functools
+import shutil
+import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from cloud_service.security import TLSFiles
 
 
 def _export(family: str, factory: pytest.TempPathFactory) -> tuple[Path, Path]:
@@ -87,6 +93,23 @@ def _identity_model_bytes() -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8  # readable by every onnxruntime the project supports
     return model.SerializeToString()
+
+
+@pytest.fixture(scope="session")
+def self_signed_cert(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    """A certificate for 127.0.0.1/localhost, made with the openssl CLI."""
+    from cloud_service.security import TLSFiles
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "server.crt", folder / "server.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return TLSFiles(cert, key)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,8 +7,6 @@ shared-memory files even when a test fails.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from cloud_helpers import CALL_TIMEOUT_S, start_server
 
 from cloud_service.launcher import TritonServer
-from cloud_service.security import TLSFiles, new_token
+from cloud_service.security import new_token
 from edge_client.link import CloudLinkConfig, TritonLink, TritonLLM
 
 
@@ -61,18 +59,3 @@ def own_server(tiny_qwen3_dir: Path, tmp_path: Path) -> Iterator[tuple[TritonSer
         yield server, token
     finally:
         server.stop()
-
-
-@pytest.fixture(scope="session")
-def self_signed_cert(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
-    """A certificate for 127.0.0.1/localhost, made with the openssl CLI."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "server.crt", folder / "server.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )
-    return TLSFiles(cert, key)
