@@ -14,7 +14,6 @@ from onnx_lm.sampling import (
     entropy_nats,
     log_softmax,
     make_rng,
-    nucleus_probs,
     sample_token,
 )
 
@@ -43,14 +42,6 @@ def test_log_softmax_normalises_in_float64() -> None:
     assert np.exp(logp).sum() == pytest.approx(1.0, abs=1e-12)
 
 
-def test_nucleus_keeps_smallest_set_reaching_top_p() -> None:
-    logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
-    kept = nucleus_probs(logits, temperature=1.0, top_p=0.8)
-    assert np.count_nonzero(kept) == 2  # 0.5 + 0.3 reaches 0.8
-    assert kept[0] == pytest.approx(0.5 / 0.8)
-    assert nucleus_probs(logits, 1.0, 1.0).sum() == pytest.approx(1.0)
-
-
 def test_greedy_is_argmax_and_seeded_sampling_repeats() -> None:
     logits = np.array([0.1, 3.0, 0.2, 2.9], dtype=np.float32)
     assert sample_token(logits, GREEDY, make_rng(GREEDY)) == 1
@@ -75,16 +66,3 @@ def test_low_temperature_concentrates_samples() -> None:
 def test_bad_sampling_params_are_rejected(kwargs: dict[str, float]) -> None:
     with pytest.raises(BadInputError):
         SamplingParams(**kwargs)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("top_p", [0.1, 0.5, 0.95, 0.999])
-def test_partial_sort_nucleus_equals_the_full_sort(top_p: float) -> None:
-    rng = np.random.default_rng(3)
-    logits = rng.normal(scale=3.0, size=5000).astype(np.float32)
-    logits[:50] = logits[0]  # ties must resolve as a stable sort does
-    probs = np.exp(log_softmax(logits, 0.7))
-    order = np.argsort(-probs, kind="stable")
-    keep = int(np.searchsorted(np.cumsum(probs[order]), top_p, side="left")) + 1
-    expected = np.zeros_like(probs)
-    expected[order[:keep]] = probs[order[:keep]]
-    np.testing.assert_array_equal(nucleus_probs(logits, 0.7, top_p), expected / expected.sum())
