@@ -48,3 +48,16 @@ cloud-venv:
 
 test-vllm: $(STAMP) cloud-venv
 	$(BIN)/python -m pytest -q tests/vllm
+
+# The real-size run anyone can repeat (not in CI: about an hour on 2 cores): a random Qwen3-0.6B on
+# the real Qwen3 tokenizer, exported by glimp export and decoded against onnxruntime-genai and
+# llama.cpp, figures to bench/results/realsize/<graph>/ (bench/realsize/run.py says what is measured).
+# The llama.cpp venv builds from source (~15 min); if it fails the run goes on without it.
+REALSIZE_ARGS ?= --graph optimum --precisions fp32,int8
+.PHONY: realsize
+realsize: $(STAMP) tokenizers
+	[ -x .venv-genai/bin/python ] || bash bench/decode/setup_genai_venv.sh
+	mkdir -p .cache/realsize
+	[ -x .venv-llamacpp/bin/python ] || bash bench/realsize/setup_llamacpp.sh 2>&1 \
+		| tee .cache/realsize/llamacpp-setup.log || echo "llama-cpp-python did not build: see .cache/realsize/llamacpp-setup.log"
+	$(BIN)/python -m bench.realsize $(REALSIZE_ARGS)

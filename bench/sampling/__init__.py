@@ -1,0 +1,1 @@
+"""Sampling cost at a 152k vocabulary (bench.sampling.speed)."""
