@@ -27,6 +27,17 @@ class CheckpointWeights:
         self.checkpoint_dir = Path(checkpoint_dir)
         self._file_of = _tensor_files(self.checkpoint_dir)
 
+    def parameter_count(self) -> int:
+        """Elements of every tensor, from the safetensors headers (no weight is read)."""
+        from safetensors import safe_open
+
+        total = 0
+        for path in sorted(set(self._file_of.values())):
+            with safe_open(str(path), framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 (not a dict)
+                    total += int(np.prod(handle.get_slice(name).get_shape()))
+        return total
+
     def has(self, name: str) -> bool:
         return name in self._file_of
 

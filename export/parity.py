@@ -20,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -234,6 +234,87 @@ def _compare_steps(
     return _DecodeFigures(matched, int(agrees.sum()), float(np.abs(ref_steps - ort_steps).max()))
 
 
+@dataclass(frozen=True)
+class OnnxRun:
+    """What ONNX Runtime computed for a parity check, kept so the graph's session can be closed
+    before transformers loads (an export then never holds both models at once)."""
+
+    onnx_path: Path
+    precision: str
+    prompt: list[int]
+    prefill_logits: NDArray[np.float32]  # [prompt_tokens, vocab]
+    tokens: list[int]  # ONNX Runtime's own greedy tokens through its KV cache
+    step_logits: NDArray[np.float32]  # [steps, vocab]: the logits each token was picked from
+    provider: str
+    onnx_s: float
+
+
+def run_onnx(
+    onnx_path: Path,
+    vocab_size: int,
+    *,
+    precision: str = "float32",
+    steps: int = GREEDY_STEPS,
+    prompt_tokens: int = PROMPT_TOKENS,
+    seed: int = 0,
+    providers: tuple[str, ...] = (CPU,),
+    threads: int = 0,
+) -> OnnxRun:
+    """One prefill of a random prompt, then `steps` greedy tokens through the graph's KV cache.
+
+    Raises ModelContractError when the file cannot be loaded or its logits are not `vocab_size` wide.
+    """
+    start = time.perf_counter()
+    decoder = OrtDecoder(onnx_path, providers, threads=threads)
+    prompt = random_prompt(vocab_size, prompt_tokens, seed=seed)
+    prefill = decoder.forward(prompt)
+    if prefill.shape[-1] != vocab_size:
+        raise ModelContractError(
+            f"{onnx_path} gives logits of {prefill.shape[-1]} ids, the checkpoint has {vocab_size}: "
+            "the ONNX file does not belong to this checkpoint; re-export with `glimp export --force`"
+        )
+    tokens, step_logits = _ort_greedy(decoder, prefill, steps)
+    return OnnxRun(onnx_path, precision, prompt, prefill, tokens, step_logits, decoder.provider,
+                   time.perf_counter() - start)
+
+
+def score(model: Any, run: OnnxRun) -> ParityResult:
+    """Score an ONNX run against transformers (fp32, no cache) under its precision's policy.
+
+    One forward over the prompt and ONNX Runtime's tokens gives the reference logits of the prefill
+    and of every decode step at once (row i sees only the tokens before it). Never raises on a
+    mismatch (see `require_parity`).
+    """
+    start = time.perf_counter()
+    policy = POLICIES[run.precision]
+    with _torch_threads(threads_for(_parameter_count(model))):
+        ref = _torch_logits(model, run.prompt + run.tokens[:-1])
+    n = len(run.prompt)
+    ref_prefill, ref_steps = ref[:n], ref[n - 1 :]
+    if ref_prefill.shape != run.prefill_logits.shape:
+        raise ModelContractError(
+            f"{run.onnx_path} gives logits of shape {run.prefill_logits.shape}, transformers "
+            f"{ref_prefill.shape}: the ONNX file does not belong to this checkpoint; re-export with "
+            "`glimp export --force`"
+        )
+    decoded = _compare_steps(run.tokens, run.step_logits, ref_steps)
+    result = ParityResult(
+        precision=run.precision,
+        max_abs_logit_diff=float(np.abs(run.prefill_logits - ref_prefill).max()),
+        max_abs_logit_diff_decode=decoded.max_abs_logit_diff,
+        tolerance=policy.tolerance(ref_prefill),
+        greedy_required=policy.require_greedy,
+        greedy_steps=len(run.tokens),
+        greedy_matched=decoded.greedy_matched,
+        top1_agreed=decoded.top1_agreed,
+        prompt_tokens=n,
+        provider=run.provider,
+        check_s=round(run.onnx_s + time.perf_counter() - start, 3),
+    )
+    logger.info("parity of %s (%s): %s", run.onnx_path, run.precision, result.summary())
+    return result
+
+
 def check_parity(
     checkpoint_dir: Path,
     onnx_path: Path,
@@ -248,25 +329,26 @@ def check_parity(
     """Measure parity of `onnx_path` against the checkpoint under `precision`'s policy.
 
     Never raises on a mismatch (see `require_parity`). `reference_model` reuses a transformers
-    model already loaded (e.g. for the fp32 and int8 checks of one export). Raises
-    ModelContractError when the ONNX file cannot be loaded or does not fit the checkpoint.
+    model already loaded. Raises ModelContractError when the ONNX file cannot be loaded or does
+    not fit the checkpoint.
     """
-    start = time.perf_counter()
-    policy = POLICIES[precision]
     model = reference_model if reference_model is not None else load_reference(checkpoint_dir)
-    threads = _threads_for(model)
-    decoder = OrtDecoder(onnx_path, providers, threads=threads)
-    with _torch_threads(threads):
-        result = _measure(model, decoder, onnx_path, policy, precision, steps, prompt_tokens, seed)
-    result = replace(result, check_s=round(time.perf_counter() - start, 3))
-    logger.info("parity of %s (%s): %s", onnx_path, precision, result.summary())
-    return result
+    run = run_onnx(
+        onnx_path, int(model.config.vocab_size), precision=precision, steps=steps,
+        prompt_tokens=prompt_tokens, seed=seed, providers=providers,
+        threads=threads_for(_parameter_count(model)),
+    )
+    return score(model, run)
 
 
-def _threads_for(model: Any) -> int:
+def _parameter_count(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def threads_for(parameters: int) -> int:
     """1 for small models, whose matmuls are too small to split (threads only contend); else 0."""
-    params = sum(p.numel() for p in model.parameters())
-    return 1 if params < SINGLE_THREAD_BELOW_PARAMS else 0
+    return 1 if parameters < SINGLE_THREAD_BELOW_PARAMS else 0
+
 
 
 @contextlib.contextmanager
@@ -280,45 +362,6 @@ def _torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _measure(
-    model: Any,
-    decoder: OrtDecoder,
-    onnx_path: Path,
-    policy: ParityPolicy,
-    precision: str,
-    steps: int,
-    prompt_tokens: int,
-    seed: int,
-) -> ParityResult:
-    prompt = random_prompt(int(model.config.vocab_size), prompt_tokens, seed=seed)
-    ort_prefill = decoder.forward(prompt)
-    if ort_prefill.shape[-1] != int(model.config.vocab_size):
-        raise ModelContractError(
-            f"{onnx_path} gives logits of {ort_prefill.shape[-1]} ids, transformers "
-            f"{model.config.vocab_size}: the ONNX file does not belong to this checkpoint; "
-            "re-export with `glimp export --force`"
-        )
-    tokens, ort_steps = _ort_greedy(decoder, ort_prefill, steps)
-    # One transformers forward, without a cache, over the prompt and ONNX Runtime's tokens gives
-    # the reference logits of the prefill and of every decode step at once.
-    ref = _torch_logits(model, prompt + tokens[:-1])
-    ref_prefill, ref_steps = ref[:prompt_tokens], ref[prompt_tokens - 1 :]
-    decoded = _compare_steps(tokens, ort_steps, ref_steps)
-    return ParityResult(
-        precision=precision,
-        max_abs_logit_diff=float(np.abs(ort_prefill - ref_prefill).max()),
-        max_abs_logit_diff_decode=decoded.max_abs_logit_diff,
-        tolerance=policy.tolerance(ref_prefill),
-        greedy_required=policy.require_greedy,
-        greedy_steps=steps,
-        greedy_matched=decoded.greedy_matched,
-        top1_agreed=decoded.top1_agreed,
-        prompt_tokens=prompt_tokens,
-        provider=decoder.provider,
-        check_s=0.0,  # set by the caller, which also counts the model loads
-    )
 
 
 def require_parity(result: ParityResult, onnx_path: Path) -> None:
