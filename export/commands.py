@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from glimp_common.env import env_flag, env_str
-from onnx_lm.manifest import ROLES
+from onnx_lm.manifest import GRAPH_KINDS, ROLES
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +30,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--int8",
         action="store_true",
         default=env_flag("GLIMP_EXPORT_INT8"),
-        help="dynamic int8 weights, for CPU devices; its accuracy cost is reported (env GLIMP_EXPORT_INT8)",
+        help="int8 weights, for CPU devices (fast graph: MatMulNBits block 32; optimum: dynamic); "
+        "its accuracy cost is reported (env GLIMP_EXPORT_INT8)",
+    )
+    parser.add_argument(
+        "--int4",
+        action="store_true",
+        default=env_flag("GLIMP_EXPORT_INT4"),
+        help="int4 weights (MatMulNBits, block 32; embedding and output layer too), for CPU devices; "
+        "fast graph only; its accuracy cost is reported (env GLIMP_EXPORT_INT4)",
+    )
+    parser.add_argument(
+        "--graph",
+        choices=GRAPH_KINDS,
+        default=env_str("GLIMP_EXPORT_GRAPH"),
+        help="fast: GroupQueryAttention with rotary inside and fused norms, written from the "
+        "safetensors (onnxruntime-genai's graph); optimum: optimum's exporter. Default: fast where "
+        "the checkpoint fits it, else optimum (env GLIMP_EXPORT_GRAPH)",
     )
     parser.add_argument(
         "--force",
@@ -98,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         dtype="float16" if args.fp16 else "float32",
         quantize_int8=args.int8,
+        quantize_int4=args.int4,
+        graph=args.graph,
         force=args.force,
         step_delimiter=_unescape(args.step_delimiter),
         think_end=args.think_end,
@@ -109,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = export_checkpoint(args.checkpoint_dir, args.out_dir, options)
     elapsed_s = time.perf_counter() - start
     kind = manifest.quantization or manifest.dtype
-    print(f"exported {manifest.architecture} ({kind}) in {elapsed_s:.1f} s")
+    print(f"exported {manifest.architecture} ({kind}, {manifest.graph} graph) in {elapsed_s:.1f} s")
     _print_parity(manifest.parity, kind)
     print(f"wrote {args.out_dir}")
     return 0

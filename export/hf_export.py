@@ -1,9 +1,11 @@
 """Local Hugging Face checkpoint (Qwen2 / Qwen3 / Llama) -> ONNX model folder with a manifest.
 
-The folder holds `model.onnx` (with KV cache, made by optimum's exporter), the tokenizer files
-and `manifest.json`. The export is written into a temporary folder beside `out_dir`, proven
-against transformers (see `export.parity`), and only then renamed to `out_dir`, so a failed
-export never leaves a half-written folder and never touches an existing one without `force`.
+The folder holds `model.onnx` (with KV cache), the tokenizer files and `manifest.json`. The graph
+is either the fast one `export.fast_graph` writes from the safetensors (GroupQueryAttention, fused
+norms; the default where the checkpoint fits it) or optimum's exporter's (`graph="optimum"`).
+The export is written into a temporary folder beside `out_dir`, proven against transformers (see
+`export.parity`), and only then renamed to `out_dir`, so a failed export never leaves a
+half-written folder and never touches an existing one without `force`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
@@ -22,8 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from export import parity, quantize
+from export.checkpoint_weights import CheckpointWeights
+from export.decoder_spec import DecoderSpec, decoder_spec
+from export.fast_graph import build_fast_graph
 from glimp_common.errors import BadInputError, ModelContractError
 from onnx_lm.manifest import (
+    GRAPH_KINDS,
     ROLES,
     SUPPORTED_ARCHITECTURES,
     SUPPORTED_DTYPES,
@@ -46,6 +52,7 @@ TOKENIZER_FILES = (
 CONFIG_FILES = ("config.json", "generation_config.json")  # kept beside the model for reference
 EXPORT_TOOLS = ("optimum", "optimum-onnx", "transformers", "torch", "onnx", "onnxruntime", "onnxruntime-gpu")
 INT8 = "int8-dynamic"
+FAST_QUANTIZATION = {"int8": "int8-block32", "int4": "int4-block32"}  # MatMulNBits, block 32
 
 
 @dataclass(frozen=True)
@@ -53,19 +60,27 @@ class ExportOptions:
     """How to export a checkpoint."""
 
     dtype: str = "float32"  # "float16" for GPU
-    quantize_int8: bool = False  # dynamic int8 weights for CPU devices
+    quantize_int8: bool = False  # int8 weights for CPU devices (fast: MatMulNBits; optimum: dynamic)
+    quantize_int4: bool = False  # int4 weights in MatMulNBits, block 32 (fast graph only)
     force: bool = False  # overwrite an existing out_dir
     step_delimiter: str | None = None  # None -> "\n\n" (the paper)
     think_end: str | None = None  # None -> "</think>" if the tokenizer knows it, else None
     prompt_template: str | None = None  # plain "{question}" template instead of the chat template
     role: str = "any"  # "slm" / "llm" / "any"
     check_parity: bool = True
+    graph: str | None = None  # "fast" / "optimum"; None: fast where the checkpoint fits it, else optimum
 
     def __post_init__(self) -> None:
         if self.dtype not in SUPPORTED_DTYPES:
             raise BadInputError(f"dtype {self.dtype!r} is not supported; choose one of {SUPPORTED_DTYPES}")
-        if self.quantize_int8 and self.dtype != "float32":
-            raise BadInputError("int8 quantization starts from float32 weights: use --int8 without --fp16")
+        if self.graph is not None and self.graph not in GRAPH_KINDS:
+            raise BadInputError(f"graph {self.graph!r} is not one of {', '.join(GRAPH_KINDS)}")
+        if self.quantize_int8 and self.quantize_int4:
+            raise BadInputError("choose one of --int8 and --int4, not both")
+        if (self.quantize_int8 or self.quantize_int4) and self.dtype != "float32":
+            raise BadInputError("quantization starts from float32 weights: use --int8/--int4 without --fp16")
+        if self.quantize_int4 and self.graph == "optimum":
+            raise BadInputError("int4 (MatMulNBits) is written by the fast graph only: use --graph fast")
         if self.role not in ROLES:
             raise BadInputError(f"role {self.role!r} is not one of {', '.join(ROLES)}")
         if self.step_delimiter == "":
@@ -74,6 +89,37 @@ class ExportOptions:
             raise BadInputError(
                 f"prompt template {self.prompt_template!r} has no '{{question}}' placeholder; add one"
             )
+
+    @property
+    def precision(self) -> str:
+        """What the exported graph computes in: "float32", "float16", "int8" or "int4"."""
+        if self.quantize_int4:
+            return "int4"
+        return "int8" if self.quantize_int8 else self.dtype
+
+
+@dataclass(frozen=True)
+class _GraphChoice:
+    """Which graph an export writes, and the checkpoint's spec when it is the fast one."""
+
+    kind: str  # "fast" | "optimum"
+    spec: DecoderSpec | None = None
+
+
+def choose_graph(config: dict[str, Any], options: ExportOptions) -> _GraphChoice:
+    """The graph to write: the one asked for, or fast unless the checkpoint does not fit it.
+
+    An explicit `graph="fast"` that the checkpoint cannot take raises BadInputError saying why.
+    """
+    if options.graph == "optimum":
+        return _GraphChoice("optimum")
+    try:
+        return _GraphChoice("fast", decoder_spec(config))
+    except BadInputError as exc:
+        if options.graph == "fast" or options.quantize_int4:
+            raise
+        logger.info("writing optimum's graph: %s", exc)
+        return _GraphChoice("optimum")
 
 
 def export_checkpoint(
@@ -87,17 +133,19 @@ def export_checkpoint(
     """
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     config = read_checkpoint_config(checkpoint_dir)
+    choice = choose_graph(config, options)
     _check_out_dir(out_dir, options.force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         with _without_false_mistral_warning():
             start = time.perf_counter()
-            _run_optimum(checkpoint_dir, tmp_dir)
-            logger.info("optimum export took %.1f s", time.perf_counter() - start)
+            writer = _graph_writer(checkpoint_dir, choice)
+            writer(tmp_dir / ONNX_FILE, "float32", None)
+            logger.info("%s graph export took %.1f s", choice.kind, time.perf_counter() - start)
             _copy_checkpoint_files(checkpoint_dir, tmp_dir)
-            figures = _convert_and_prove(checkpoint_dir, tmp_dir, options)
-            manifest = build_manifest(config, tmp_dir, options, figures)
+            figures = _convert_and_prove(checkpoint_dir, tmp_dir, options, writer, int(config["vocab_size"]))
+            manifest = build_manifest(config, tmp_dir, options, figures, graph=choice.kind)
         manifest.save(tmp_dir)
         _publish(tmp_dir, out_dir, options.force)
     finally:
@@ -167,6 +215,34 @@ def _check_out_dir(out_dir: Path, force: bool) -> None:
         raise BadInputError(f"output path {out_dir} is a file, not a folder; choose another path")
 
 
+# (dst, precision, fp32_graph): write the graph at `precision` to `dst`; `fp32_graph` is the proven
+# fp32 graph of the same export (None while writing that one).
+GraphWriterFn = Callable[[Path, str, Path | None], None]
+
+
+def _graph_writer(checkpoint_dir: Path, choice: _GraphChoice) -> GraphWriterFn:
+    """How to write the graph at a precision: the fast builder straight from the weights, or
+    optimum's fp32 export and `export.quantize`'s conversions of it."""
+    if choice.kind == "fast":
+        spec = choice.spec
+        assert spec is not None
+
+        def fast(dst: Path, precision: str, fp32_graph: Path | None) -> None:
+            build_fast_graph(checkpoint_dir, dst, spec, precision)
+
+        return fast
+
+    def optimum(dst: Path, precision: str, fp32_graph: Path | None) -> None:
+        if fp32_graph is None:
+            _run_optimum(checkpoint_dir, dst.parent)
+        elif precision == "int8":
+            quantize.quantize_int8(fp32_graph, dst)
+        else:
+            quantize.convert_fp16(fp32_graph, dst)
+
+    return optimum
+
+
 def _run_optimum(checkpoint_dir: Path, tmp_dir: Path) -> None:
     from optimum.exporters.onnx import main_export
 
@@ -205,32 +281,42 @@ def _copy_checkpoint_files(checkpoint_dir: Path, tmp_dir: Path) -> None:
         raise BadInputError(f"{checkpoint_dir}: could not produce tokenizer.json; add a fast tokenizer")
 
 
-def _convert_and_prove(checkpoint_dir: Path, tmp_dir: Path, options: ExportOptions) -> dict[str, Any]:
-    """Prove the fp32 graph, convert it if asked, measure the conversion; return manifest.parity."""
+def _convert_and_prove(
+    checkpoint_dir: Path, tmp_dir: Path, options: ExportOptions, writer: GraphWriterFn, vocab_size: int
+) -> dict[str, Any]:
+    """Prove the fp32 graph, write the asked precision, measure it; return manifest.parity.
+
+    ONNX Runtime runs every graph first and closes its session; transformers loads only then, so
+    an export holds one copy of the model at a time (a real-size export's peak is one model).
+    """
     onnx_path = tmp_dir / ONNX_FILE
+    precision = options.precision
     if not options.check_parity:
-        _convert(onnx_path, options)
+        _rewrite(onnx_path, precision, writer)
         return {"model": "not checked: parity check disabled (--no-parity)"}
+    threads = _parity_threads(checkpoint_dir)
+    runs = [parity.run_onnx(onnx_path, vocab_size, threads=threads)]
+    if precision != "float32":
+        _rewrite(onnx_path, precision, writer)
+        providers = _parity_providers(precision)
+        runs.append(parity.run_onnx(onnx_path, vocab_size, precision=precision, providers=providers,
+                                    threads=threads))
     reference = parity.load_reference(checkpoint_dir)
-    fp32 = parity.check_parity(checkpoint_dir, onnx_path, reference_model=reference)
-    parity.require_parity(fp32, onnx_path)
-    if not _converts(options):
-        return {"model": fp32.to_dict()}
-    _convert(onnx_path, options)
-    precision = "int8" if options.quantize_int8 else options.dtype
-    converted = parity.check_parity(
-        checkpoint_dir,
-        onnx_path,
-        precision=precision,
-        providers=_parity_providers(precision),
-        reference_model=reference,
-    )
-    parity.require_parity(converted, onnx_path)
-    return {"model": converted.to_dict(), "float32_export": fp32.to_dict()}
+    results = [parity.score(reference, run) for run in runs]
+    for result in results:
+        parity.require_parity(result, onnx_path)
+    if len(results) == 1:
+        return {"model": results[0].to_dict()}
+    return {"model": results[1].to_dict(), "float32_export": results[0].to_dict()}
 
 
-def _converts(options: ExportOptions) -> bool:
-    return options.quantize_int8 or options.dtype != "float32"
+def _parity_threads(checkpoint_dir: Path) -> int:
+    """parity.threads_for the checkpoint's size; ORT's default for a checkpoint without safetensors
+    (optimum reads pytorch_model.bin too)."""
+    try:
+        return parity.threads_for(CheckpointWeights(checkpoint_dir).parameter_count())
+    except BadInputError:
+        return 0
 
 
 def _parity_providers(precision: str) -> tuple[str, ...]:
@@ -248,18 +334,15 @@ def _cuda_works() -> bool:
     return has_gpu_device() and "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def _convert(onnx_path: Path, options: ExportOptions) -> None:
-    """Replace the fp32 `onnx_path` by its fp16 or int8 version, if the options ask for one."""
-    if not _converts(options):
+def _rewrite(onnx_path: Path, precision: str, writer: GraphWriterFn) -> None:
+    """Replace the fp32 graph at `onnx_path` by its `precision` version (nothing for float32)."""
+    if precision == "float32":
         return
     # Written under the final file name in a subfolder: an external data file is referenced by
     # name from inside the graph, so the graph must never be renamed after it is saved.
     staging = onnx_path.parent / "converted"
     staging.mkdir()
-    if options.quantize_int8:
-        quantize.quantize_int8(onnx_path, staging / onnx_path.name)
-    else:
-        quantize.convert_fp16(onnx_path, staging / onnx_path.name)
+    writer(staging / onnx_path.name, precision, onnx_path)
     quantize.remove_onnx(onnx_path)
     for path in staging.iterdir():
         path.rename(onnx_path.parent / path.name)
@@ -280,7 +363,8 @@ def _publish(tmp_dir: Path, out_dir: Path, force: bool) -> None:
 
 
 def build_manifest(
-    config: dict[str, Any], folder: Path, options: ExportOptions, figures: dict[str, Any]
+    config: dict[str, Any], folder: Path, options: ExportOptions, figures: dict[str, Any], *,
+    graph: str = "optimum",
 ) -> Manifest:
     """The manifest of an export folder that already holds the tokenizer files."""
     tokenizer = _tokenizer_info(folder)
@@ -308,12 +392,19 @@ def build_manifest(
         # The runtime renders with the chat template when there is one: a plain template replaces it.
         chat_template=None if options.prompt_template else tokenizer.get("chat_template"),
         prompt_template=options.prompt_template,
-        quantization=INT8 if options.quantize_int8 else None,
+        quantization=_quantization(options, graph),
         role=options.role,
         special_tokens=tokenizer["special_tokens"],
         export_tools=export_tool_versions(),
         parity=figures,
+        graph=graph,
     )
+
+
+def _quantization(options: ExportOptions, graph: str) -> str | None:
+    if options.precision not in FAST_QUANTIZATION:
+        return None
+    return FAST_QUANTIZATION[options.precision] if graph == "fast" else INT8
 
 
 def _tokenizer_info(folder: Path) -> dict[str, Any]:

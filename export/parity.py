@@ -6,6 +6,10 @@ stated tolerance; (b) greedy decoding for a number of steps through ONNX Runtime
 gives the very tokens transformers picks *without* a cache (`use_cache=False`), so the exported
 cache path is proven against the plain forward pass.
 
+Cheap by construction: ONNX Runtime decodes first (one prefill, then one token a call), and one
+transformers forward over the prompt and those tokens scores every step at once (a causal model's
+logits at position i see only the tokens before it), instead of one growing forward per step.
+
 ONNX Runtime is driven directly here (a short loop over the optimum graph's inputs) so that the
 export does not depend on the runtime package above it.
 """
@@ -16,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +56,12 @@ class ParityPolicy:
 # fp32: both sides compute in fp32, only kernel order differs: logits within 1e-3, greedy identical.
 # fp16: 11-bit mantissas move logits by about 1% of their range and flip near-tied argmaxes,
 #       so the logit bound is enforced and the greedy figures are reported.
-# int8: dynamic quantization costs accuracy by design: every figure is reported, none enforced.
+# int8 / int4: quantization costs accuracy by design: every figure is reported, none enforced.
 POLICIES = {
     "float32": ParityPolicy(abs_tolerance=1e-3),
     "float16": ParityPolicy(rel_tolerance=1e-2, require_greedy=False),
     "int8": ParityPolicy(require_greedy=False),
+    "int4": ParityPolicy(require_greedy=False),
 }
 FP32_LOGIT_TOLERANCE = POLICIES["float32"].abs_tolerance
 
@@ -79,7 +84,7 @@ class ParityResult:
     prompt_tokens: int
     provider: str  # ONNX Runtime execution provider the graph ran on
     check_s: float  # wall time of the whole check
-    reference: str = "transformers fp32 eval, greedy with use_cache=False"
+    reference: str = "transformers fp32 eval, use_cache=False, one forward over prompt + ORT's greedy tokens"
 
     @property
     def greedy_identical(self) -> bool:
@@ -196,31 +201,118 @@ def random_prompt(vocab_size: int, length: int, *, seed: int) -> list[int]:
 @dataclass(frozen=True)
 class _DecodeFigures:
     greedy_matched: int  # leading greedy tokens identical on both sides
-    top1_agreed: int  # steps whose argmax agrees, both sides fed the reference tokens
+    top1_agreed: int  # steps whose argmax agrees, both sides given the same prefix
     max_abs_logit_diff: float  # over every step: both sides always see the same prefix
 
 
-def _decode(
-    model: Any, decoder: OrtDecoder, prompt: list[int], steps: int, prefill_logits: NDArray[np.float32]
-) -> _DecodeFigures:
-    """Greedy-decode `steps` tokens: transformers without a cache, ONNX Runtime with past KV.
-
-    Both sides are fed transformers' greedy token (teacher forcing). Up to the first disagreement
-    this *is* ONNX Runtime's own greedy decode, so `greedy_matched` counts identical greedy tokens;
-    after it, the same prefix on both sides keeps the per-step figures comparable.
-    """
-    ref_ids, ort_logits = list(prompt), prefill_logits[-1]
-    matched, agreed, max_diff = 0, 0, 0.0
+def _ort_greedy(
+    decoder: OrtDecoder, prefill_logits: NDArray[np.float32], steps: int
+) -> tuple[list[int], NDArray[np.float32]]:
+    """ONNX Runtime's own greedy decode through its KV cache: `steps` tokens and, for each, the
+    logits [steps, vocab] it was picked from (the first from the prefill)."""
+    tokens: list[int] = []
+    step_logits = [prefill_logits[-1]]
     for step in range(steps):
-        ref_logits = _torch_logits(model, ref_ids)[-1]
-        ref_tok = int(ref_logits.argmax())
-        if ref_tok == int(ort_logits.argmax()):
-            agreed += 1
-            matched += int(matched == step)  # only while no earlier step disagreed
-        max_diff = max(max_diff, float(np.abs(ref_logits - ort_logits).max()))
-        ref_ids.append(ref_tok)
-        ort_logits = decoder.forward([ref_tok])[-1]
-    return _DecodeFigures(matched, agreed, max_diff)
+        tokens.append(int(step_logits[-1].argmax()))
+        if step + 1 < steps:  # the last token's own successor is never compared
+            step_logits.append(decoder.forward([tokens[-1]])[-1])
+    return tokens, np.stack(step_logits)
+
+
+def _compare_steps(
+    tokens: list[int], ort_steps: NDArray[np.float32], ref_steps: NDArray[np.float32]
+) -> _DecodeFigures:
+    """Figures of ONNX Runtime's greedy tokens against transformers' logits on the same prefix.
+
+    Row i of both logit tables follows the prompt and ONNX Runtime's first i tokens. Up to the
+    first disagreement the two greedy decodes are therefore the same sequence, so the leading
+    agreeing rows count identical greedy tokens; after it, the shared prefix keeps every row's
+    figures comparable (top-1 agreement, logit difference).
+    """
+    agrees = ref_steps.argmax(axis=-1) == np.asarray(tokens)
+    matched = int(np.argmin(agrees)) if not agrees.all() else len(tokens)
+    return _DecodeFigures(matched, int(agrees.sum()), float(np.abs(ref_steps - ort_steps).max()))
+
+
+@dataclass(frozen=True)
+class OnnxRun:
+    """What ONNX Runtime computed for a parity check, kept so the graph's session can be closed
+    before transformers loads (an export then never holds both models at once)."""
+
+    onnx_path: Path
+    precision: str
+    prompt: list[int]
+    prefill_logits: NDArray[np.float32]  # [prompt_tokens, vocab]
+    tokens: list[int]  # ONNX Runtime's own greedy tokens through its KV cache
+    step_logits: NDArray[np.float32]  # [steps, vocab]: the logits each token was picked from
+    provider: str
+    onnx_s: float
+
+
+def run_onnx(
+    onnx_path: Path,
+    vocab_size: int,
+    *,
+    precision: str = "float32",
+    steps: int = GREEDY_STEPS,
+    prompt_tokens: int = PROMPT_TOKENS,
+    seed: int = 0,
+    providers: tuple[str, ...] = (CPU,),
+    threads: int = 0,
+) -> OnnxRun:
+    """One prefill of a random prompt, then `steps` greedy tokens through the graph's KV cache.
+
+    Raises ModelContractError when the file cannot be loaded or its logits are not `vocab_size` wide.
+    """
+    start = time.perf_counter()
+    decoder = OrtDecoder(onnx_path, providers, threads=threads)
+    prompt = random_prompt(vocab_size, prompt_tokens, seed=seed)
+    prefill = decoder.forward(prompt)
+    if prefill.shape[-1] != vocab_size:
+        raise ModelContractError(
+            f"{onnx_path} gives logits of {prefill.shape[-1]} ids, the checkpoint has {vocab_size}: "
+            "the ONNX file does not belong to this checkpoint; re-export with `glimp export --force`"
+        )
+    tokens, step_logits = _ort_greedy(decoder, prefill, steps)
+    return OnnxRun(onnx_path, precision, prompt, prefill, tokens, step_logits, decoder.provider,
+                   time.perf_counter() - start)
+
+
+def score(model: Any, run: OnnxRun) -> ParityResult:
+    """Score an ONNX run against transformers (fp32, no cache) under its precision's policy.
+
+    One forward over the prompt and ONNX Runtime's tokens gives the reference logits of the prefill
+    and of every decode step at once (row i sees only the tokens before it). Never raises on a
+    mismatch (see `require_parity`).
+    """
+    start = time.perf_counter()
+    policy = POLICIES[run.precision]
+    with _torch_threads(threads_for(_parameter_count(model))):
+        ref = _torch_logits(model, run.prompt + run.tokens[:-1])
+    n = len(run.prompt)
+    ref_prefill, ref_steps = ref[:n], ref[n - 1 :]
+    if ref_prefill.shape != run.prefill_logits.shape:
+        raise ModelContractError(
+            f"{run.onnx_path} gives logits of shape {run.prefill_logits.shape}, transformers "
+            f"{ref_prefill.shape}: the ONNX file does not belong to this checkpoint; re-export with "
+            "`glimp export --force`"
+        )
+    decoded = _compare_steps(run.tokens, run.step_logits, ref_steps)
+    result = ParityResult(
+        precision=run.precision,
+        max_abs_logit_diff=float(np.abs(run.prefill_logits - ref_prefill).max()),
+        max_abs_logit_diff_decode=decoded.max_abs_logit_diff,
+        tolerance=policy.tolerance(ref_prefill),
+        greedy_required=policy.require_greedy,
+        greedy_steps=len(run.tokens),
+        greedy_matched=decoded.greedy_matched,
+        top1_agreed=decoded.top1_agreed,
+        prompt_tokens=n,
+        provider=run.provider,
+        check_s=round(run.onnx_s + time.perf_counter() - start, 3),
+    )
+    logger.info("parity of %s (%s): %s", run.onnx_path, run.precision, result.summary())
+    return result
 
 
 def check_parity(
@@ -237,25 +329,26 @@ def check_parity(
     """Measure parity of `onnx_path` against the checkpoint under `precision`'s policy.
 
     Never raises on a mismatch (see `require_parity`). `reference_model` reuses a transformers
-    model already loaded (e.g. for the fp32 and int8 checks of one export). Raises
-    ModelContractError when the ONNX file cannot be loaded or does not fit the checkpoint.
+    model already loaded. Raises ModelContractError when the ONNX file cannot be loaded or does
+    not fit the checkpoint.
     """
-    start = time.perf_counter()
-    policy = POLICIES[precision]
     model = reference_model if reference_model is not None else load_reference(checkpoint_dir)
-    threads = _threads_for(model)
-    decoder = OrtDecoder(onnx_path, providers, threads=threads)
-    with _torch_threads(threads):
-        result = _measure(model, decoder, onnx_path, policy, precision, steps, prompt_tokens, seed)
-    result = replace(result, check_s=round(time.perf_counter() - start, 3))
-    logger.info("parity of %s (%s): %s", onnx_path, precision, result.summary())
-    return result
+    run = run_onnx(
+        onnx_path, int(model.config.vocab_size), precision=precision, steps=steps,
+        prompt_tokens=prompt_tokens, seed=seed, providers=providers,
+        threads=threads_for(_parameter_count(model)),
+    )
+    return score(model, run)
 
 
-def _threads_for(model: Any) -> int:
+def _parameter_count(model: Any) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def threads_for(parameters: int) -> int:
     """1 for small models, whose matmuls are too small to split (threads only contend); else 0."""
-    params = sum(p.numel() for p in model.parameters())
-    return 1 if params < SINGLE_THREAD_BELOW_PARAMS else 0
+    return 1 if parameters < SINGLE_THREAD_BELOW_PARAMS else 0
+
 
 
 @contextlib.contextmanager
@@ -269,40 +362,6 @@ def _torch_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _measure(
-    model: Any,
-    decoder: OrtDecoder,
-    onnx_path: Path,
-    policy: ParityPolicy,
-    precision: str,
-    steps: int,
-    prompt_tokens: int,
-    seed: int,
-) -> ParityResult:
-    prompt = random_prompt(int(model.config.vocab_size), prompt_tokens, seed=seed)
-    ort_prefill = decoder.forward(prompt)
-    ref_prefill = _torch_logits(model, prompt)
-    if ort_prefill.shape != ref_prefill.shape:
-        raise ModelContractError(
-            f"{onnx_path} gives logits of shape {ort_prefill.shape}, transformers {ref_prefill.shape}: "
-            "the ONNX file does not belong to this checkpoint; re-export with `glimp export --force`"
-        )
-    decoded = _decode(model, decoder, prompt, steps, ort_prefill)
-    return ParityResult(
-        precision=precision,
-        max_abs_logit_diff=float(np.abs(ort_prefill - ref_prefill).max()),
-        max_abs_logit_diff_decode=decoded.max_abs_logit_diff,
-        tolerance=policy.tolerance(ref_prefill),
-        greedy_required=policy.require_greedy,
-        greedy_steps=steps,
-        greedy_matched=decoded.greedy_matched,
-        top1_agreed=decoded.top1_agreed,
-        prompt_tokens=prompt_tokens,
-        provider=decoder.provider,
-        check_s=0.0,  # set by the caller, which also counts the model loads
-    )
 
 
 def require_parity(result: ParityResult, onnx_path: Path) -> None:

@@ -1,6 +1,8 @@
 """The ONNX input/output names of an exported causal LM, in one place, checked at load.
 
-These are the names optimum's `text-generation-with-past` export gives Llama/Qwen2/Qwen3.
+These are the names optimum's `text-generation-with-past` export gives Llama/Qwen2/Qwen3; the fast
+graph (`export.fast_graph`) takes the same ones without `position_ids`: its GroupQueryAttention
+derives positions from the attention mask. Which graph a folder holds is its manifest's `graph`.
 """
 
 from __future__ import annotations
@@ -45,8 +47,11 @@ class GraphSignature:
         return [(present_key(i), present_value(i)) for i in range(self.num_layers)]
 
 
-def check_signature(input_names: list[str], output_names: list[str], num_layers: int) -> GraphSignature:
-    """Verify the graph has every input/output the runtime drives; name all that are missing."""
+def check_signature(
+    input_names: list[str], output_names: list[str], num_layers: int, graph: str = "optimum"
+) -> GraphSignature:
+    """Verify the graph has every input/output the runtime drives for its kind (`graph`, the
+    manifest's); name all that are missing."""
     required_inputs = [INPUT_IDS, ATTENTION_MASK]
     required_outputs = [LOGITS]
     for layer in range(num_layers):
@@ -61,4 +66,10 @@ def check_signature(input_names: list[str], output_names: list[str], num_layers:
             "(`glimp export`, i.e. optimum task text-generation-with-past) for a manifest of "
             f"{num_layers} layers"
         )
-    return GraphSignature(num_layers=num_layers, has_position_ids=POSITION_IDS in input_names)
+    has_position_ids = POSITION_IDS in input_names
+    if graph == "fast" and has_position_ids:
+        raise ModelContractError(
+            "the manifest says graph 'fast' but the ONNX graph takes position_ids, as optimum's does: "
+            "the folder's manifest and model.onnx do not belong together; re-export it with `glimp export`"
+        )
+    return GraphSignature(num_layers=num_layers, has_position_ids=has_position_ids)

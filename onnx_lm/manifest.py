@@ -18,6 +18,10 @@ MANIFEST_VERSION = 1
 SUPPORTED_ARCHITECTURES = ("qwen2", "qwen3", "llama")
 SUPPORTED_DTYPES = ("float32", "float16")
 ROLES = ("slm", "llm", "any")
+# Which graph the folder holds: "optimum" (optimum's text-generation-with-past export, ~140 nodes a
+# layer) or "fast" (export.fast_graph: GroupQueryAttention with rotary inside and fused norms, the
+# graph onnxruntime-genai's builder writes). Both take the same IO names; io_names checks each.
+GRAPH_KINDS = ("optimum", "fast")
 
 
 @dataclass(frozen=True)
@@ -58,7 +62,9 @@ class Manifest:
     pad_token_id: int | None = None
     chat_template: str | None = None  # Jinja template from the tokenizer config, if any
     prompt_template: str | None = None  # plain "{question}" format used instead of a chat template
-    quantization: str | None = None  # "int8-dynamic" when weights were quantized after export
+    # "int8-dynamic" (optimum graph, MatMulInteger), "int8-block32" / "int4-block32" (fast graph,
+    # MatMulNBits); None: float weights of `dtype`
+    quantization: str | None = None
     role: str = "any"  # "slm" / "llm" when the folder was made for one side (the toy pair)
     # Start-of-thinking marker ("<think>"): the runtime opens the thinking block after the
     # generation prompt when the template leaves it closed (Qwen3). None: no thinking block.
@@ -66,6 +72,7 @@ class Manifest:
     special_tokens: dict[str, str] = field(default_factory=dict)
     export_tools: dict[str, str] = field(default_factory=dict)  # package -> version used to export
     parity: dict[str, Any] = field(default_factory=dict)  # figures proven after export
+    graph: str = "optimum"  # one of GRAPH_KINDS; folders exported before the fast graph are optimum's
     format_version: int = MANIFEST_VERSION
 
     def __post_init__(self) -> None:
@@ -87,6 +94,10 @@ class Manifest:
             raise ModelContractError("manifest step_delimiter must not be empty")
         if self.role not in ROLES:
             raise ModelContractError(f"manifest role {self.role!r} is not one of {ROLES}")
+        if self.graph not in GRAPH_KINDS:
+            raise ModelContractError(
+                f"manifest graph {self.graph!r} is not one of {GRAPH_KINDS}; re-export the model"
+            )
         if self.think_start is not None and not (self.think_start and self.think_end):
             raise ModelContractError(
                 "manifest think_start needs a think_end (a thinking block that opens must close); "

@@ -57,7 +57,7 @@ class CausalLM:
         self._device_id = device_id
         self._signature = io_names.check_signature(
             [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()],
-            manifest.kv.num_layers,
+            manifest.kv.num_layers, manifest.graph,
         )
 
     @classmethod

@@ -57,11 +57,16 @@ def bench_error(message: str) -> Exception:
 # ---------------------------------------------------------------------------------------------
 
 
-def ensure_export(work_dir: Path, shape: ModelShape | None = None, *, dtype: str = "float32") -> Path:
+def ensure_export(
+    work_dir: Path, shape: ModelShape | None = None, *, dtype: str = "float32", graph: str = "optimum",
+    precision: str | None = None,
+) -> Path:
     """The project's export of the benchmark checkpoint (built on first use, then reused).
 
     The checkpoint is a random Qwen3 of `shape` (default `SHAPES["bench-27m"]`, the measured
-    anchor) with the project's char tokenizer.
+    anchor) with the project's char tokenizer. `graph` is export's ("optimum" keeps the optimum
+    contender on its own graph; "fast" is export.fast_graph); `precision` "int8" / "int4"
+    quantizes the weights (None: `dtype`).
     """
     from export.hf_export import ExportOptions, export_checkpoint
     from export.shapes import SHAPES, build_random_checkpoint
@@ -69,10 +74,16 @@ def ensure_export(work_dir: Path, shape: ModelShape | None = None, *, dtype: str
     checkpoint = work_dir / "checkpoint"
     if not (checkpoint / "config.json").is_file():
         build_random_checkpoint("qwen3", shape or SHAPES["bench-27m"], checkpoint)
-    onnx_dir = work_dir / ("onnx" if dtype == "float32" else f"onnx-{dtype}")
+    kind = precision or dtype
+    # "onnx" / "onnx-float16": the folders earlier runs made (optimum's graph) keep their names.
+    name = ("onnx" if kind == "float32" else f"onnx-{kind}") if graph == "optimum" else f"onnx-fast-{kind}"
+    onnx_dir = work_dir / name
     if not (onnx_dir / "manifest.json").is_file():
         started = time.perf_counter()
-        export_checkpoint(checkpoint, onnx_dir, ExportOptions(dtype=dtype))
+        options = ExportOptions(
+            dtype=dtype, graph=graph, quantize_int8=precision == "int8", quantize_int4=precision == "int4"
+        )
+        export_checkpoint(checkpoint, onnx_dir, options)
         log.info("exported %s in %.1f s", onnx_dir, time.perf_counter() - started)
     return onnx_dir
 

@@ -191,7 +191,9 @@ def _contenders(
     if worker is not None:
         contenders.append(worker.contender())
     if config.with_variants:
-        contenders += variant_contenders(folder, prompt, config.new_tokens, config.threads, config.work_dir)
+        contenders += variant_contenders(
+            folder, prompt, config.new_tokens, config.threads, config.work_dir, config.checkpoint
+        )
     return contenders
 
 

@@ -2,7 +2,9 @@
 
 Each variant changes one thing against onnx_lm's loop on the same export: the session's spin-wait,
 the KV cache's form (numpy arrays through plain `session.run`), or the graph (the one
-onnxruntime-genai's builder writes, or ORT's transformers optimizer's fusions).
+onnxruntime-genai's builder writes, or the project's own fast graph, `glimp export --graph fast`,
+which replaced the ORT transformers optimizer's fusions tried here before: that graph is now
+production code in export.fast_graph).
 """
 
 from __future__ import annotations
@@ -43,9 +45,11 @@ def causal_lm_with_session(folder: Path, session: Any) -> Any:
 
 
 def variant_contenders(
-    folder: Path, prompt: list[int], new_tokens: int, threads: int, work_dir: Path
+    folder: Path, prompt: list[int], new_tokens: int, threads: int, work_dir: Path,
+    checkpoint: Path | None = None,
 ) -> list[Contender]:
-    """Alternative loops and graphs over the same export; graph variants are built under `work_dir`."""
+    """Alternative loops and graphs over the same export; graph variants are built under `work_dir`
+    (the fast graph from `checkpoint`, the export's Hugging Face folder, when given)."""
     from onnx_lm.manifest import Manifest
 
     manifest = Manifest.load(folder)
@@ -67,7 +71,7 @@ def variant_contenders(
     ]
     graphs = [
         _genai_graph_lm(folder, work_dir, threads),
-        _fused_graph_lm(folder, work_dir, threads, manifest),
+        _fast_graph_lm(manifest, checkpoint, work_dir, threads),
     ]
     for lm, name, notes in graphs:
         if lm is not None:
@@ -94,14 +98,21 @@ def _genai_graph_lm(folder: Path, work_dir: Path, threads: int) -> tuple[Any, st
     return causal_lm_with_session(swapped, cpu_session(swapped / "model.onnx", threads)), name, notes
 
 
-def _fused_graph_lm(folder: Path, work_dir: Path, threads: int, manifest: Any) -> tuple[Any, str, str]:
-    """onnx_lm on ORT's optimizer's graph (None where the optimizer failed)."""
-    name = "onnx_lm on ORT-optimizer graph"
-    notes = "onnxruntime.transformers.optimizer model_type=qwen3 (RMSNorm, skip-RMSNorm, rotary fusions)"
-    fused = fused_folder(folder, work_dir / "variants" / "fused", manifest)
-    if fused is None:
+def _fast_graph_lm(
+    manifest: Any, checkpoint: Path | None, work_dir: Path, threads: int
+) -> tuple[Any, str, str]:
+    """onnx_lm on export's fast graph of the same checkpoint (None when the export already is
+    that graph, or its checkpoint is unknown)."""
+    from export.hf_export import ExportOptions, export_checkpoint
+
+    name = "onnx_lm on export's fast graph"
+    notes = "glimp export --graph fast: GroupQueryAttention, rotary inside, fused RMSNorm (export.fast_graph)"
+    if manifest.graph == "fast" or checkpoint is None or not (checkpoint / "config.json").is_file():
         return None, name, notes
-    return causal_lm_with_session(fused, cpu_session(fused / manifest.onnx_file, threads)), name, notes
+    out = work_dir / "variants" / "fast-graph"
+    if not (out / "manifest.json").is_file():
+        export_checkpoint(checkpoint, out, ExportOptions(graph="fast", force=True))
+    return causal_lm_with_session(out, cpu_session(out / manifest.onnx_file, threads)), name, notes
 
 
 def numpy_loop_generate(
@@ -164,32 +175,4 @@ def graph_swapped_folder(folder: Path, graph: Path, out_dir: Path) -> Path:
     _copy_besides(folder, out_dir, "model.onnx")
     for path in graph.parent.glob(graph.name + "*"):  # model.onnx and model.onnx.data
         shutil.copy2(path, out_dir / path.name.replace(graph.name, "model.onnx"))
-    return out_dir
-
-
-def fused_folder(folder: Path, out_dir: Path, manifest: Any) -> Path | None:
-    """A copy of the export whose graph went through ORT's transformers optimizer (None: it failed)."""
-    from onnxruntime.transformers.optimizer import optimize_model
-
-    if (out_dir / manifest.onnx_file).is_file():
-        return out_dir
-    _copy_besides(folder, out_dir, manifest.onnx_file)
-    try:
-        # num_heads/hidden_size 0: the optimizer reads them from the graph.
-        optimized = optimize_model(
-            str(folder / manifest.onnx_file),
-            model_type="qwen3",
-            num_heads=0,
-            hidden_size=0,
-            opt_level=0,
-            use_gpu=False,
-        )
-        log.info(
-            "ORT optimizer fusions: %s",
-            {k: v for k, v in optimized.get_fused_operator_statistics().items() if v},
-        )
-        optimized.save_model_to_file(str(out_dir / manifest.onnx_file))
-    except Exception as exc:  # the optimizer's pattern matching is best-effort by design
-        log.warning("onnxruntime transformers optimizer failed on %s: %s", folder, exc)
-        return None
     return out_dir

@@ -13,12 +13,12 @@ from onnx_lm.manifest import Manifest
 def test_export_prints_time_figures_and_folder(
     tiny_qwen3_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "int8"
-    assert main(["export", str(tiny_qwen3_checkpoint), str(out), "--int8"]) == 0
+    out = tmp_path / "int4"
+    assert main(["export", str(tiny_qwen3_checkpoint), str(out), "--int4"]) == 0
     printed = capsys.readouterr().out
-    assert "exported qwen3 (int8-dynamic) in" in printed
+    assert "exported qwen3 (int4-block32, fast graph) in" in printed
     assert "parity (float32 export, CPUExecutionProvider): max |logit diff|" in printed
-    assert "parity (int8-dynamic, CPUExecutionProvider)" in printed and "not enforced" in printed
+    assert "parity (int4-block32, CPUExecutionProvider)" in printed and "not enforced" in printed
     assert f"wrote {out}" in printed
 
 
