@@ -21,6 +21,7 @@ from pathlib import Path
 from edge_client.calibrate import Calibration
 from edge_client.config import ANSWER_WRITERS, RouterConfig, StepSettings
 from edge_client.console import StreamPrinter, render_summary
+from edge_client.cost import CURRENCY_ENV, PRICE_IN_ENV, PRICE_OUT_ENV, Prices
 from edge_client.in_process_llm import InProcessLLM, check_role
 from edge_client.llm_backend import LLMBackend
 from edge_client.loop import EdgeRouter, check_prompt_fits, prompt_messages
@@ -71,6 +72,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", nargs="?", default=env_str("GLIMP_QUESTION"),
                         help="the question to answer (env GLIMP_QUESTION)")
     add_router_flags(parser)
+    add_price_flags(parser)
     parser.add_argument("--json", dest="json_path", default=env_str("GLIMP_TRACE_JSON"),
                         help="write the per-step trace as JSON to this file (env GLIMP_TRACE_JSON)")
 
@@ -126,6 +128,24 @@ def add_router_flags(parser: argparse.ArgumentParser, *, offline_ok: bool = True
     routing.add_argument("--answer-by", choices=ANSWER_WRITERS, default=env_str("GLIMP_ANSWER_BY", "llm"),
                          help="who writes the final answer (env GLIMP_ANSWER_BY)")
     add_step_flags(parser)
+
+
+def add_price_flags(parser: argparse.ArgumentParser) -> None:
+    """The cloud's prices, for the cost line (`prices` reads them back)."""
+    cost = parser.add_argument_group("cost")
+    cost.add_argument("--price-in-per-m", type=float, default=env_float(PRICE_IN_ENV),
+                      help=f"cloud price per million input tokens, for the cost (env {PRICE_IN_ENV})")
+    cost.add_argument("--price-out-per-m", type=float, default=env_float(PRICE_OUT_ENV),
+                      help=f"cloud price per million output tokens (env {PRICE_OUT_ENV})")
+    cost.add_argument("--currency", default=env_str(CURRENCY_ENV, "USD"),
+                      help=f"of the prices (env {CURRENCY_ENV})")
+
+
+def prices(args: argparse.Namespace) -> Prices | None:
+    """The prices given by `add_price_flags`' flags (or their environment twins); None without any."""
+    if args.price_in_per_m is None and args.price_out_per_m is None:
+        return None
+    return Prices(args.price_in_per_m or 0.0, args.price_out_per_m or 0.0, args.currency)
 
 
 def step_settings(args: argparse.Namespace) -> StepSettings:
@@ -212,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
             llm.close()  # the cloud link's health monitor and channel
     print()
     print(f"answer: {result.answer.strip()}")
-    print(render_summary(result))
+    print(render_summary(result, prices(args)))
     if args.json_path:
         Path(args.json_path).write_text(result.to_json(), encoding="utf-8")
         print(f"trace: {args.json_path}")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from edge_client import run_command
 from edge_client.config import RouterConfig
-from edge_client.cost import CURRENCY_ENV, PRICE_IN_ENV, PRICE_OUT_ENV, Prices
 from glimp_common.env import env_flag, env_float, env_int, env_str
 from glimp_common.errors import BadInputError
 from onnx_lm import SessionConfig
@@ -27,6 +26,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     # The endpoint's own --offline-ok (below) decides both whether an unreachable cloud stops a
     # request and whether a degraded answer is a 503.
     run_command.add_router_flags(parser, offline_ok=False)
+    run_command.add_price_flags(parser)
     api = parser.add_argument_group("the endpoint")
     api.add_argument("--host", default=env_str("GLIMP_API_HOST", "127.0.0.1"),
                      help="address to listen on; 0.0.0.0 exposes it to the network (env GLIMP_API_HOST)")
@@ -48,12 +48,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      default=env_float("GLIMP_API_CONVERSATION_IDLE_S", 300.0),
                      help="a held conversation unused this long is dropped, seconds "
                           "(env GLIMP_API_CONVERSATION_IDLE_S)")
-    api.add_argument("--price-in-per-m", type=float, default=env_float(PRICE_IN_ENV),
-                     help=f"cloud price per million input tokens, for usage.glimp.cost (env {PRICE_IN_ENV})")
-    api.add_argument("--price-out-per-m", type=float, default=env_float(PRICE_OUT_ENV),
-                     help=f"cloud price per million output tokens (env {PRICE_OUT_ENV})")
-    api.add_argument("--currency", default=env_str(CURRENCY_ENV, "USD"),
-                     help=f"of the prices (env {CURRENCY_ENV})")
 
 
 def api_key(args: argparse.Namespace) -> str | None:
@@ -66,12 +60,6 @@ def api_key(args: argparse.Namespace) -> str | None:
             raise BadInputError(f"API key file {path} is empty")
         return key
     return os.environ.get("GLIMP_API_KEY") or None
-
-
-def prices(args: argparse.Namespace) -> Prices | None:
-    if args.price_in_per_m is None and args.price_out_per_m is None:
-        return None
-    return Prices(args.price_in_per_m or 0.0, args.price_out_per_m or 0.0, args.currency)
 
 
 def _check(args: argparse.Namespace, config: RouterConfig) -> None:
@@ -92,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = run_command.router_config(args)
     _check(args, config)
-    settings = ApiSettings(model_id=args.model_name, api_key=api_key(args), prices=prices(args),
+    settings = ApiSettings(model_id=args.model_name, api_key=api_key(args), prices=run_command.prices(args),
                            offline_ok=args.offline_ok)
     session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)
     llm = run_command.llm_backend(args, session) if config.needs_llm else None
