@@ -35,6 +35,14 @@ ContextKey = tuple[str, str]  # (sha256 hex of the client key, context id)
 
 
 @dataclass(frozen=True)
+class NextTurn:
+    """The request's `next_turn` (see cloud_service.turns): where the held answer starts, what follows."""
+
+    answer_offset_bytes: int
+    messages: tuple[ChatMessage, ...]
+
+
+@dataclass(frozen=True)
 class Call:
     """A validated request, in the engine's terms."""
 
@@ -48,6 +56,7 @@ class Call:
     stop_strings: tuple[str, ...]  # extra stop strings from the client
     max_tokens: int
     score_chars: int  # SCORE: how many trailing characters of new_text are scored
+    next_turn: NextTurn | None = None  # the conversation's next turn on the held context
 
     @property
     def writes(self) -> bool:
@@ -87,6 +96,7 @@ def validate(request: pb.StepRequest) -> Call:
         stop_strings=_stop_strings(request),
         max_tokens=_max_tokens(request),
         score_chars=_score_chars(request),
+        next_turn=_next_turn(request),
     )
 
 
@@ -100,6 +110,7 @@ def _check_action(request: pb.StepRequest) -> None:
 def _check_sizes(request: pb.StepRequest) -> None:
     text_bytes = len(request.new_text.encode("utf-8"))
     text_bytes += sum(len(m.content.encode("utf-8")) for m in request.messages)
+    text_bytes += sum(len(m.content.encode("utf-8")) for m in request.next_turn.messages)
     if text_bytes > contract.MAX_REQUEST_TEXT_BYTES:
         raise InvalidRequest(
             f"the request carries {text_bytes} bytes of text, more than the limit of "
@@ -142,6 +153,24 @@ def _messages(request: pb.StepRequest) -> tuple[ChatMessage, ...]:
         return tuple(ChatMessage(m.role, m.content) for m in request.messages)
     except BadInputError as exc:
         raise InvalidRequest(str(exc)) from exc
+
+
+def _next_turn(request: pb.StepRequest) -> NextTurn | None:
+    if not request.HasField("next_turn"):
+        return None
+    if request.create:
+        raise InvalidRequest("next_turn continues a held context; it cannot come with create=true "
+                             "(a create sends the whole conversation in messages)")
+    if request.action == pb.CLOSE:
+        raise InvalidRequest("next_turn continues a context; CLOSE forgets it: send one or the other")
+    turn = request.next_turn
+    if not 1 <= len(turn.messages) <= MAX_MESSAGES:
+        raise InvalidRequest(f"next_turn needs 1 to {MAX_MESSAGES} new messages, got {len(turn.messages)}")
+    try:
+        messages = tuple(ChatMessage(m.role, m.content) for m in turn.messages)
+    except BadInputError as exc:
+        raise InvalidRequest(f"next_turn: {exc}") from exc
+    return NextTurn(int(turn.answer_offset_bytes), messages)
 
 
 def _base(request: pb.StepRequest) -> TranscriptView:

@@ -13,6 +13,9 @@ Python API (the same power as `glimp run`)::
     print(result.answer, f"{result.totals.cloud_steps}/{result.totals.steps} steps by the LLM")
     trace_json = result.to_json()  # per step: writer, entropy, tokens, bytes, time split
 
+Multi-turn: `Conversation(router).ask(text)` turn after turn; each turn continues the SLM's KV
+cache and the cloud context of the one before, sending only the new message (edge_client.conversation).
+
 `connect(url, token)` returns the cloud link as `glimp run` uses it: retries, circuit breaker and
 health monitor around the bare `TritonLLM` (edge_client/link/). Only the cloud link needs
 `tritonclient` and `grpc`; they are imported when `connect` (or another link name) is first used,
@@ -26,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from edge_client.calibrate import Calibration, calibrate
 from edge_client.config import RouterConfig, StepSettings
 from edge_client.console import StreamPrinter, render_summary
+from edge_client.conversation import Conversation
 from edge_client.errors import (
     CloudError,
     CloudRejectedError,
@@ -36,7 +40,7 @@ from edge_client.errors import (
 )
 from edge_client.in_process_llm import InProcessLLM
 from edge_client.llm_backend import LLMBackend, LLMConversation
-from edge_client.loop import EdgeRouter
+from edge_client.loop import Continuation, EdgeRouter, Turn
 from edge_client.policies import (
     AlwaysCloud,
     AlwaysLocal,
@@ -76,9 +80,10 @@ def __getattr__(name: str) -> Any:
 # The cloud link's names are left out of __all__ so that `import *` does not pull in tritonclient.
 __all__ = [
     "AlwaysCloud", "AlwaysLocal", "AnswerRecord", "Calibration", "CloudError", "CloudRejectedError",
-    "CloudUnavailableError", "CloudUnreachableError", "ContextMismatchError", "EdgeRouter",
+    "CloudUnavailableError", "CloudUnreachableError", "ContextMismatchError", "Continuation", "Conversation",
+    "EdgeRouter",
     "EntropyThreshold", "Event", "InProcessLLM", "LLMBackend", "LLMConversation", "NotAuthorizedError",
     "RandomShare", "RouterConfig", "RoutingPolicy", "RunResult", "StepAverageEntropy", "StepRecord",
-    "StepSettings", "StreamPrinter", "TargetShare", "Totals", "VerifyByScore", "calibrate",
+    "StepSettings", "StreamPrinter", "TargetShare", "Totals", "Turn", "VerifyByScore", "calibrate",
     "make_policy", "render_summary",
 ]

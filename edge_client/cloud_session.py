@@ -59,6 +59,12 @@ class CloudSession:
             log.warning("cloud unavailable, the SLM carries on alone: %s", exc)
             self.down = str(exc)
 
+    def resume(self, conversation: LLMConversation, answer: str, messages: Sequence[ChatMessage]) -> None:
+        """Continue a held conversation with the next turn's new `messages` (see
+        `LLMConversation.next_turn`; no call is made until the first step or answer needs one)."""
+        conversation.next_turn(answer, messages)
+        self.conversation = conversation
+
     def call(self, request: LLMRequest, costs: list[CallCost]) -> LLMReply:
         """One LLM call; its cost (or, if it fails, the time lost waiting) goes to `costs`.
 
@@ -100,4 +106,5 @@ class CloudSession:
 
     def close(self) -> None:
         if self.conversation is not None:
-            self.conversation.close()
+            conversation, self.conversation = self.conversation, None
+            conversation.close()

@@ -46,7 +46,7 @@ class InProcessLLM:
         return self.lm.provider.name
 
     def open(self, messages: Sequence[ChatMessage]) -> InProcessConversation:
-        return InProcessConversation(self.lm, self.lm.tokenizer.render_prompt(messages))
+        return InProcessConversation(self.lm, messages)
 
     def close(self) -> None:
         """Nothing to free: the model stays loaded for whoever holds `lm`."""
@@ -55,9 +55,10 @@ class InProcessLLM:
 class InProcessConversation:
     """One question's context with the in-process LLM."""
 
-    def __init__(self, lm: CausalLM, prompt: str) -> None:
+    def __init__(self, lm: CausalLM, messages: Sequence[ChatMessage]) -> None:
         self.lm = lm
-        self.prompt = prompt
+        self.messages = tuple(messages)
+        self.prompt = lm.tokenizer.render_prompt(self.messages)
         self.ctx = LMContext(lm)
         self._rng: np.random.Generator | None = None
 
@@ -85,6 +86,12 @@ class InProcessConversation:
 
     def push(self, transcript: str) -> None:
         """Nothing to push: the next call syncs the KV cache to its transcript anyway."""
+
+    def next_turn(self, answer: str, messages: Sequence[ChatMessage]) -> None:
+        """The conversation's next turn: the prompt is the longer conversation, rendered by this
+        model's template; the KV cache keeps the tokens the two renderings share."""
+        self.messages = (*self.messages, ChatMessage("assistant", answer), *messages)
+        self.prompt = self.lm.tokenizer.render_prompt(self.messages)
 
     def close(self) -> None:
         self.ctx.reset()

@@ -105,6 +105,15 @@ class LLMConversation(Protocol):
         """
         ...
 
+    def next_turn(self, answer: str, messages: Sequence[ChatMessage]) -> None:
+        """Continue this context with the conversation's next turn (no call is made here).
+
+        What the LLM holds becomes the assistant's turn, `answer` being its reply as the user got
+        it; `messages` follow, and the next call's transcript starts over from "". Each side
+        renders the longer conversation with its own template and keeps what its cache shares.
+        """
+        ...
+
     def close(self) -> None:
         """Free this context (best effort)."""
         ...

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ from edge_client.answer import AnswerWriter
 from edge_client.cloud_session import CloudSession
 from edge_client.config import RouterConfig
 from edge_client.in_process_llm import check_role
-from edge_client.llm_backend import LLMBackend
+from edge_client.llm_backend import LLMBackend, LLMConversation
 from edge_client.policies import Probe, Route
 from edge_client.question import QuestionState
 from edge_client.step import StepStart, step_record
@@ -105,6 +106,47 @@ def check_prompt_fits(
     return tokens
 
 
+@dataclass
+class Continuation:
+    """What a finished turn leaves for the next one: the conversation so far and what each side holds.
+
+    Hand it to `EdgeRouter.turn(..., follows=it)` with the next turn's messages: the SLM continues
+    from its KV cache (the common token prefix is kept) and the LLM's context continues with only
+    the new messages sent (`LLMConversation.next_turn`). Hold it only while the conversation may
+    go on, and `close()` it when it cannot: it keeps an SLM KV cache and a cloud context alive.
+    """
+
+    messages: tuple[ChatMessage, ...]  # the turn's messages
+    answer: str  # the assistant's reply as the user got it (set it to what was shown, if cut)
+    slm_ctx: LMContext  # the SLM's cache after the turn
+    cloud: LLMConversation | None  # the LLM's context, still open; None without one
+
+    @property
+    def history(self) -> tuple[ChatMessage, ...]:
+        """The conversation so far: the turn's messages and the assistant's reply."""
+        return (*self.messages, ChatMessage("assistant", self.answer))
+
+    def continued_by(self, messages: Sequence[ChatMessage]) -> bool:
+        """Whether `messages` are this history followed by at least one more message."""
+        history = self.history
+        return len(messages) > len(history) and tuple(messages[: len(history)]) == history
+
+    def close(self) -> None:
+        """Free the LLM's context (best effort); the SLM's cache goes with this object."""
+        if self.cloud is not None:
+            cloud, self.cloud = self.cloud, None
+            cloud.close()
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One turn's run, and what it leaves for the next turn (close it if there is none)."""
+
+    result: RunResult
+    continuation: Continuation
+    continued: bool  # this turn continued a held conversation (False: it started over)
+
+
 class EdgeRouter:
     """The device runtime: an ONNX SLM on this machine, an LLM behind `LLMBackend`, one policy.
 
@@ -152,7 +194,32 @@ class EdgeRouter:
         """
         messages = prompt_messages(question, self.config.system_prompt)
         check_prompt_fits(self.slm.tokenizer, messages, self.config)
-        return _QuestionRun(self, messages, on_event, rng).run(question)
+        # One question: the cloud context is closed inside the run (its round trip is in the wall time).
+        return _QuestionRun(self, messages, on_event, rng).run(question, keep=False)[0]
+
+    def turn(
+        self, messages: Sequence[ChatMessage], *, follows: Continuation | None = None,
+        on_event: EventCallback | None = None, rng: np.random.Generator | None = None,
+    ) -> Turn:
+        """Answer the last message of a conversation (a chat history, rendered whole by each side).
+
+        `follows` is the previous turn's continuation: when `messages` continue its history the
+        run starts from what both sides hold (the turn takes it over); otherwise (an edited
+        history) it is closed and the turn starts over. The returned continuation keeps the LLM's
+        context open for the next turn: pass it on, or close it. Errors as `answer`; a failed
+        turn closes what it held.
+        """
+        if follows is not None and not follows.continued_by(messages):
+            follows.close()
+            follows = None
+        try:
+            check_prompt_fits(self.slm.tokenizer, messages, self.config)
+        except BaseException:
+            if follows is not None:
+                follows.close()
+            raise
+        run = _QuestionRun(self, list(messages), on_event, rng, follows)
+        return Turn(*run.run(messages[-1].content, keep=True), continued=follows is not None)
 
 
 def _check_llm_given(llm: LLMBackend | None, config: RouterConfig) -> None:
@@ -168,16 +235,19 @@ class _QuestionRun:
 
     def __init__(
         self, router: EdgeRouter, messages: list[ChatMessage], on_event: EventCallback | None,
-        rng: np.random.Generator | None,
+        rng: np.random.Generator | None, follows: Continuation | None = None,
     ) -> None:
         self.router = router
         self.config = router.config
         self.settings = router.config.steps
         self.messages = messages
+        self.follows = follows
         slm, sampling = router.slm, self.settings.sampling
         stops = [router.delimiter] + ([router.think_end] if router.think_end else [])
+        # Each turn draws from its own seed's stream, held or not: a request answers the same either way.
         self.q = QuestionState(
-            slm, LMContext(slm), slm.tokenizer.render_prompt(messages), sampling,
+            slm, follows.slm_ctx if follows is not None else LMContext(slm),
+            slm.tokenizer.render_prompt(messages), sampling,
             rng if rng is not None else make_rng(sampling, SLM_STREAM), tuple(stops), router.think_end,
             CloudSession(router.llm if self.config.needs_llm else None), on_event,
         )
@@ -189,20 +259,35 @@ class _QuestionRun:
         self.steps: list[StepRecord] = []
         self.budget_used = 0
 
-    def run(self, question: str) -> RunResult:
+    def run(self, question: str, *, keep: bool) -> tuple[RunResult, Continuation]:
+        """The turn's result and continuation; `keep` leaves the LLM's context open in it."""
         started = time.perf_counter()
-        self.q.cloud.open(self.messages)
+        self._open_cloud()
         try:
             thinking_stop = self._think()
             self._close_thinking(thinking_stop)
             answer = AnswerWriter(self.q, self.config.answer_by, self.settings.answer_max_tokens).write()
-        finally:
+        except BaseException:
+            self.q.cloud.close()  # a failed or cancelled turn leaves nothing to continue
+            raise
+        if not keep:
             self.q.cloud.close()
         totals = Totals.of(self.steps, answer, time.perf_counter() - started)
-        return RunResult(
+        result = RunResult(
             question, answer.text, answer.writer, thinking_stop, self.q.transcript + answer.text,
             tuple(self.steps), answer, totals, self.config.policy.describe(), self._providers(),
         )
+        q = self.q
+        return result, Continuation(tuple(self.messages), answer.text, q.ctx, q.cloud.conversation)
+
+    def _open_cloud(self) -> None:
+        """The LLM's context: the held one continued with the new messages, or a new one."""
+        held = self.follows.cloud if self.follows is not None else None
+        if held is None or self.follows is None:
+            self.q.cloud.open(self.messages)
+            return
+        new = self.messages[len(self.follows.history):]
+        self.q.cloud.resume(held, self.follows.answer, new)
 
     def _think(self) -> str:
         """Write steps until thinking ends; return why it ended."""

@@ -21,6 +21,7 @@ from pathlib import Path
 from edge_client.calibrate import Calibration
 from edge_client.config import ANSWER_WRITERS, RouterConfig, StepSettings
 from edge_client.console import StreamPrinter, render_summary
+from edge_client.cost import CURRENCY_ENV, PRICE_IN_ENV, PRICE_OUT_ENV, Prices
 from edge_client.in_process_llm import InProcessLLM, check_role
 from edge_client.llm_backend import LLMBackend
 from edge_client.loop import EdgeRouter, check_prompt_fits, prompt_messages
@@ -70,6 +71,17 @@ def add_step_flags(parser: argparse.ArgumentParser) -> None:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("question", nargs="?", default=env_str("GLIMP_QUESTION"),
                         help="the question to answer (env GLIMP_QUESTION)")
+    add_router_flags(parser)
+    add_price_flags(parser)
+    parser.add_argument("--json", dest="json_path", default=env_str("GLIMP_TRACE_JSON"),
+                        help="write the per-step trace as JSON to this file (env GLIMP_TRACE_JSON)")
+
+
+def add_router_flags(parser: argparse.ArgumentParser, *, offline_ok: bool = True) -> None:
+    """The flags that pick the models, the link, the routing and the sampling, with their environment
+    twins: `glimp run`'s, shared by `glimp chat` and `glimp api` (read back by `router_config`,
+    `llm_backend` and `check_inputs`). `offline_ok=False` leaves out --offline-ok, for a command
+    that gives it a meaning of its own."""
     add_model_flags(parser)
     link = parser.add_argument_group("the large model (one of)")
     link.add_argument("--llm-url", default=env_str("GLIMP_LLM_URL"),
@@ -91,10 +103,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                       help="ping an idle connection this often, seconds (env GLIMP_KEEPALIVE_S)")
     link.add_argument("--gzip", action="store_true", default=env_flag("GLIMP_GZIP"),
                       help="compress requests with gzip (env GLIMP_GZIP=1)")
-    link.add_argument("--offline-ok", action="store_true", default=env_flag("GLIMP_OFFLINE_OK"),
-                      help="a cloud that does not answer at the start is no error: the SLM writes alone "
-                           "until it does (env GLIMP_OFFLINE_OK=1; default: exit with an error, since a "
-                           "wrong URL or port looks just like an outage)")
+    if offline_ok:
+        link.add_argument("--offline-ok", action="store_true", default=env_flag("GLIMP_OFFLINE_OK"),
+                          help="a cloud that does not answer at the start is no error: the SLM writes alone "
+                               "until it does (env GLIMP_OFFLINE_OK=1; default: exit with an error, since a "
+                               "wrong URL or port looks just like an outage)")
     link.add_argument("--background-sync", action="store_true", default=env_flag("GLIMP_BACKGROUND_SYNC"),
                       help="send the SLM's steps to the cloud while the SLM writes, so cloud steps start "
                            "warm (env GLIMP_BACKGROUND_SYNC=1)")
@@ -115,8 +128,24 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     routing.add_argument("--answer-by", choices=ANSWER_WRITERS, default=env_str("GLIMP_ANSWER_BY", "llm"),
                          help="who writes the final answer (env GLIMP_ANSWER_BY)")
     add_step_flags(parser)
-    parser.add_argument("--json", dest="json_path", default=env_str("GLIMP_TRACE_JSON"),
-                        help="write the per-step trace as JSON to this file (env GLIMP_TRACE_JSON)")
+
+
+def add_price_flags(parser: argparse.ArgumentParser) -> None:
+    """The cloud's prices, for the cost line (`prices` reads them back)."""
+    cost = parser.add_argument_group("cost")
+    cost.add_argument("--price-in-per-m", type=float, default=env_float(PRICE_IN_ENV),
+                      help=f"cloud price per million input tokens, for the cost (env {PRICE_IN_ENV})")
+    cost.add_argument("--price-out-per-m", type=float, default=env_float(PRICE_OUT_ENV),
+                      help=f"cloud price per million output tokens (env {PRICE_OUT_ENV})")
+    cost.add_argument("--currency", default=env_str(CURRENCY_ENV, "USD"),
+                      help=f"of the prices (env {CURRENCY_ENV})")
+
+
+def prices(args: argparse.Namespace) -> Prices | None:
+    """The prices given by `add_price_flags`' flags (or their environment twins); None without any."""
+    if args.price_in_per_m is None and args.price_out_per_m is None:
+        return None
+    return Prices(args.price_in_per_m or 0.0, args.price_out_per_m or 0.0, args.currency)
 
 
 def step_settings(args: argparse.Namespace) -> StepSettings:
@@ -143,6 +172,14 @@ def router_config(args: argparse.Namespace) -> RouterConfig:
 
 def check_inputs(args: argparse.Namespace, config: RouterConfig) -> None:
     """Everything that can be checked without loading a model."""
+    check_models(args, config)
+    check_prompt_fits(TextCodec.load(Path(args.slm), check_role(args.slm, "slm")),
+                      prompt_messages(args.question), config)
+
+
+def check_models(args: argparse.Namespace, config: RouterConfig) -> None:
+    """The model flags (`add_router_flags`): an SLM folder, one LLM when the routing needs it, each
+    folder of the right role. BadInputError naming the flag otherwise."""
     if not args.slm:
         raise BadInputError("no SLM folder: give --slm DIR (or GLIMP_SLM)")
     if args.llm_url and args.llm_local:
@@ -152,10 +189,9 @@ def check_inputs(args: argparse.Namespace, config: RouterConfig) -> None:
             f"policy {args.policy!r} with --answer-by {args.answer_by} needs the large model: give --llm-url "
             "HOST:PORT or --llm-local DIR (or use --policy local --answer-by slm)"
         )
-    manifest = check_role(args.slm, "slm")
+    check_role(args.slm, "slm")
     if args.llm_local:
         check_role(args.llm_local, "llm")
-    check_prompt_fits(TextCodec.load(Path(args.slm), manifest), prompt_messages(args.question), config)
 
 
 def edge_token(args: argparse.Namespace) -> str | None:
@@ -196,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
             llm.close()  # the cloud link's health monitor and channel
     print()
     print(f"answer: {result.answer.strip()}")
-    print(render_summary(result))
+    print(render_summary(result, prices(args)))
     if args.json_path:
         Path(args.json_path).write_text(result.to_json(), encoding="utf-8")
         print(f"trace: {args.json_path}")

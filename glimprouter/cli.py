@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "toy": ("toy.commands", "make, train, export and evaluate the toy reasoning pair"),
     "serve": ("cloud_service.commands", "serve an exported LLM on a local Triton server"),
     "run": ("edge_client.run_command", "answer one question with the edge/cloud split shown"),
+    "chat": ("edge_client.chat_command", "a multi-turn conversation in the terminal, continuing both sides"),
     "api": ("edge_client.api.command", "serve an OpenAI-compatible chat endpoint on this device"),
     "calibrate": ("edge_client.calibrate_command", "find the entropy threshold for a target cloud share"),
     "bench": ("bench.e2e.commands", "compare routing systems end to end over an emulated network"),

@@ -62,7 +62,7 @@ class Sampling(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class StepRequest(_message.Message):
-    __slots__ = ("protocol_version", "context_id", "client_key", "create", "messages", "base", "new_text", "action", "sampling", "stop", "max_tokens", "score_bytes")
+    __slots__ = ("protocol_version", "context_id", "client_key", "create", "messages", "base", "new_text", "action", "sampling", "stop", "max_tokens", "score_bytes", "next_turn")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -75,6 +75,7 @@ class StepRequest(_message.Message):
     STOP_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SCORE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TURN_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     context_id: str
     client_key: bytes
@@ -87,7 +88,16 @@ class StepRequest(_message.Message):
     stop: _containers.RepeatedScalarFieldContainer[str]
     max_tokens: int
     score_bytes: int
-    def __init__(self, protocol_version: _Optional[int] = ..., context_id: _Optional[str] = ..., client_key: _Optional[bytes] = ..., create: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., base: _Optional[_Union[TranscriptState, _Mapping]] = ..., new_text: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., score_bytes: _Optional[int] = ...) -> None: ...
+    next_turn: NextTurn
+    def __init__(self, protocol_version: _Optional[int] = ..., context_id: _Optional[str] = ..., client_key: _Optional[bytes] = ..., create: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., base: _Optional[_Union[TranscriptState, _Mapping]] = ..., new_text: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., score_bytes: _Optional[int] = ..., next_turn: _Optional[_Union[NextTurn, _Mapping]] = ...) -> None: ...
+
+class NextTurn(_message.Message):
+    __slots__ = ("answer_offset_bytes", "messages")
+    ANSWER_OFFSET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    answer_offset_bytes: int
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, answer_offset_bytes: _Optional[int] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
 
 class ServerTimings(_message.Message):
     __slots__ = ("queue_s", "compute_s", "reused_tokens", "prefill_tokens", "prefill_s", "decode_tokens", "decode_s")

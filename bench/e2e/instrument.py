@@ -54,6 +54,9 @@ class TimedConversation:
     def push(self, transcript: str) -> None:
         self._inner.push(transcript)
 
+    def next_turn(self, answer: str, messages: Sequence[ChatMessage]) -> None:
+        self._inner.next_turn(answer, messages)
+
     def close(self) -> None:
         started = time.perf_counter()
         try:

@@ -33,6 +33,7 @@ from cloud_service.engines.context_store import ContextStore, StoreLimits, Store
 from cloud_service.errors import ContextTooLarge, InvalidRequest
 from cloud_service.mismatch import held_or_mismatch
 from cloud_service.serving_config import ServingConfig
+from cloud_service.turns import open_turn
 from cloud_service.validation import Call, parse_request, validate
 from glimp_common.errors import GlimpError
 from onnx_lm import (
@@ -93,6 +94,7 @@ class ServerContext:
     """One conversation as the server holds it: prompt, committed text and digest, and the KV."""
 
     def __init__(self, messages: tuple[ChatMessage, ...], prompt_text: str, lm_ctx: LMContext) -> None:
+        self.messages = tuple((m.role, m.content) for m in messages)  # for a next turn (cloud_service.turns)
         self.prompt_text = prompt_text
         self.text = ""  # appended text committed so far
         self.digest = TranscriptDigest((m.role, m.content) for m in messages)
@@ -171,6 +173,10 @@ class Engine:
             self.store.expire(started)
             if call.action == pb.CLOSE:
                 return self._close(call)
+            opened = open_turn(call, lambda: self.store.get(call.key, started), self._mismatches)
+            if isinstance(opened, pb.ContextMismatch):
+                return pb.StepReply(mismatch=opened)
+            call = opened  # a next turn is served as the create of the continued conversation
             entry = self._resolve(call, started)
             if isinstance(entry, pb.ContextMismatch):
                 return pb.StepReply(mismatch=entry)

@@ -43,9 +43,10 @@ class TableLimits:
 class TextContext:
     """One conversation as the server holds it: the prompt text, the committed text, the digest."""
 
-    __slots__ = ("digest", "prompt_text", "text")
+    __slots__ = ("digest", "messages", "prompt_text", "text")
 
     def __init__(self, messages: tuple[tuple[str, str], ...], prompt_text: str) -> None:
+        self.messages = messages  # for a next turn (cloud_service.turns)
         self.prompt_text = prompt_text
         self.text = ""  # appended text committed so far
         self.digest = TranscriptDigest(messages)

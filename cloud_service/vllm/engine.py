@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from cloud_service.errors import GlimpError, InvalidRequest
 from cloud_service.mismatch import held_or_mismatch
+from cloud_service.turns import open_turn
 from cloud_service.validation import Call, parse_request, validate
 from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import TranscriptView
@@ -119,6 +120,10 @@ class VllmEngine:
                 self.table.remove(call.key)
                 closed = pb.StepResult(stop_reason=pb.ABSORBED, state=pb.TranscriptState())
                 return pb.StepReply(result=closed)
+            opened = open_turn(call, lambda: self.table.get(call.key, started), self._mismatches)
+            if isinstance(opened, pb.ContextMismatch):
+                return pb.StepReply(mismatch=opened)
+            call = opened  # a next turn is served as the create of the continued conversation
             entry = self._resolve(call, started)
             if isinstance(entry, pb.ContextMismatch):
                 return pb.StepReply(mismatch=entry)

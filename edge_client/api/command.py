@@ -16,19 +16,17 @@ import os
 from pathlib import Path
 
 from edge_client import run_command
-from edge_client.cost import CURRENCY_ENV, PRICE_IN_ENV, PRICE_OUT_ENV, Prices
-from edge_client.in_process_llm import check_role
+from edge_client.config import RouterConfig
 from glimp_common.env import env_flag, env_float, env_int, env_str
 from glimp_common.errors import BadInputError
 from onnx_lm import SessionConfig
 
-# `glimp run` flags that mean nothing to a server, or mean more here: the endpoint's own --offline-ok
-# decides both whether an unreachable cloud stops a request and whether a degraded answer is a 503.
-_NOT_HERE = ("question", "json_path", "offline_ok")
-
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    _add_run_flags(parser)
+    # The endpoint's own --offline-ok (below) decides both whether an unreachable cloud stops a
+    # request and whether a degraded answer is a 503.
+    run_command.add_router_flags(parser, offline_ok=False)
+    run_command.add_price_flags(parser)
     api = parser.add_argument_group("the endpoint")
     api.add_argument("--host", default=env_str("GLIMP_API_HOST", "127.0.0.1"),
                      help="address to listen on; 0.0.0.0 exposes it to the network (env GLIMP_API_HOST)")
@@ -50,26 +48,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      default=env_float("GLIMP_API_CONVERSATION_IDLE_S", 300.0),
                      help="a held conversation unused this long is dropped, seconds "
                           "(env GLIMP_API_CONVERSATION_IDLE_S)")
-    api.add_argument("--price-in-per-m", type=float, default=env_float(PRICE_IN_ENV),
-                     help=f"cloud price per million input tokens, for usage.glimp.cost (env {PRICE_IN_ENV})")
-    api.add_argument("--price-out-per-m", type=float, default=env_float(PRICE_OUT_ENV),
-                     help=f"cloud price per million output tokens (env {PRICE_OUT_ENV})")
-    api.add_argument("--currency", default=env_str(CURRENCY_ENV, "USD"),
-                     help=f"of the prices (env {CURRENCY_ENV})")
-
-
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """`glimp run`'s flags, less the question and the trace file, under the same groups and twins."""
-    source = argparse.ArgumentParser(add_help=False)
-    run_command.configure_parser(source)
-    for group in source._action_groups:
-        actions = [a for a in group._group_actions if a.dest not in _NOT_HERE and a.dest != "help"]
-        if not actions:
-            continue
-        target = parser if group.title in ("positional arguments", "options") else parser.add_argument_group(
-            group.title)
-        for action in actions:
-            target._add_action(action)
 
 
 def api_key(args: argparse.Namespace) -> str | None:
@@ -84,27 +62,12 @@ def api_key(args: argparse.Namespace) -> str | None:
     return os.environ.get("GLIMP_API_KEY") or None
 
 
-def prices(args: argparse.Namespace) -> Prices | None:
-    if args.price_in_per_m is None and args.price_out_per_m is None:
-        return None
-    return Prices(args.price_in_per_m or 0.0, args.price_out_per_m or 0.0, args.currency)
-
-
-def _check(args: argparse.Namespace, needs_llm: bool) -> None:
-    if not args.slm:
-        raise BadInputError("no SLM folder: give --slm DIR (or GLIMP_SLM)")
-    if args.llm_url and args.llm_local:
-        raise BadInputError("give either --llm-url (the cloud) or --llm-local (in process), not both")
-    if needs_llm and not (args.llm_url or args.llm_local):
-        raise BadInputError("the routing needs the large model: give --llm-url HOST:PORT or --llm-local DIR "
-                            "(or use --policy local --answer-by slm)")
+def _check(args: argparse.Namespace, config: RouterConfig) -> None:
+    run_command.check_models(args, config)
     if args.max_conversations < 0 or args.conversation_idle_s <= 0:
         raise BadInputError("--max-conversations must be >= 0 and --conversation-idle-s > 0")
     if not 0 <= args.port <= 65535:
         raise BadInputError(f"--port must be 0..65535, got {args.port}")
-    check_role(args.slm, "slm")
-    if args.llm_local:
-        check_role(args.llm_local, "llm")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from onnx_lm import CausalLM
 
     config = run_command.router_config(args)
-    _check(args, config.needs_llm)
-    settings = ApiSettings(model_id=args.model_name, api_key=api_key(args), prices=prices(args),
+    _check(args, config)
+    settings = ApiSettings(model_id=args.model_name, api_key=api_key(args), prices=run_command.prices(args),
                            offline_ok=args.offline_ok)
     session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)
     llm = run_command.llm_backend(args, session) if config.needs_llm else None

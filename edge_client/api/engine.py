@@ -26,7 +26,7 @@ from edge_client.api.metrics import ApiMetrics
 from edge_client.api.streaming import answer_as_sent
 from edge_client.config import RouterConfig, StepSettings
 from edge_client.llm_backend import LLMBackend
-from edge_client.loop import EdgeRouter, _QuestionRun, check_prompt_fits
+from edge_client.loop import EdgeRouter, check_prompt_fits
 from edge_client.trace import AnswerStarted, Event, RunResult, StepStarted
 from onnx_lm import CausalLM, ChatMessage
 
@@ -51,7 +51,7 @@ class Finished:
 
     result: RunResult
     prompt_tokens: int
-    continued: bool = False  # the SLM continued a held conversation's context
+    continued: bool = False  # the turn continued a held conversation (the SLM's and the cloud's context)
 
 
 class Engine:
@@ -68,6 +68,8 @@ class Engine:
         self.delimiter = config.delimiter or slm.manifest.step_delimiter
         self.think_end = slm.manifest.think_end
         self.conversations = ConversationCache(max_conversations, conversation_idle_s, metrics.conversations)
+        # One metered backend for every run: a held conversation's cloud context outlives its run.
+        self._llm = MeteredLLM(llm, metrics, self._cancelled) if llm is not None else None
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimp-slm")
         self._lock = threading.Condition()
         self.cancelled_total = 0  # runs stopped by a cancel (a client gone, a stalled stream)
@@ -106,6 +108,7 @@ class Engine:
             if self._current is not None:
                 self._current.cancel.set()
         self._worker.shutdown(wait=True, cancel_futures=True)
+        self.conversations.clear()
 
     def _run(self, job: Job) -> Finished:
         self.metrics.queued.dec()
@@ -138,21 +141,20 @@ class Engine:
         return Finished(result, prompt_tokens, continued)
 
     def _answer(self, job: Job) -> tuple[RunResult, bool]:
-        llm = MeteredLLM(self.llm, self.metrics, job.cancel) if self.llm is not None else None
-        router = EdgeRouter(self.slm, llm, replace(self.config, steps=job.steps))
-        guard = _Guard(job)
-        # The public EdgeRouter.answer takes one question; a chat history is a list of messages,
-        # rendered whole by each side's template, so the run is started from the messages.
-        messages = list(job.messages)
-        run = _QuestionRun(router, messages, guard, None)
-        held = self.conversations.take(messages)
-        if held is not None:
-            # The earlier turns' KV: the first sync keeps the common token prefix, feeds the rest.
-            run.q.ctx = held
+        router = EdgeRouter(self.slm, self._llm, replace(self.config, steps=job.steps))
+        held = self.conversations.take(job.messages)
+        turn = router.turn(job.messages, follows=held, on_event=_Guard(job))
+        if turn.continued:
             self.metrics.continued.inc()
-        result = run.run(messages[-1].content)
-        self.conversations.put(messages, answer_as_sent(result.answer, job.stop)[0], run.q.ctx)
-        return result, held is not None
+        # Held as the client got the reply (and will resend it): cut at its stop strings.
+        turn.continuation.answer = answer_as_sent(turn.result.answer, job.stop)[0]
+        self.conversations.put(turn.continuation)
+        return turn.result, turn.continued
+
+    def _cancelled(self) -> bool:
+        """Whether the run on the worker now has been cancelled (asked before each cloud call)."""
+        current = self._current
+        return current is not None and current.cancel.is_set()
 
 
 class _Guard:

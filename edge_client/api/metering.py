@@ -1,15 +1,16 @@
-"""The LLM as one request's run sees it: the server's backend, checked for cancellation, timed per call.
+"""The LLM as the endpoint's runs see it: the server's backend, checked for cancellation, timed per call.
 
 The step loop only reaches the cloud through `LLMBackend.open` and `LLMConversation.call`, so
 this is where a cancelled request stops before its next cloud call (a call in flight ends at
-its own deadline, `--llm-timeout-s`), and where each call's round trip is observed.
+its own deadline, `--llm-timeout-s`), and where each call's round trip is observed. One wrapper
+serves every run: a conversation held for a later turn asks `is_cancelled` about the run that
+uses it now (the worker runs one at a time).
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edge_client.api.errors import GenerationCancelled
 from edge_client.api.metrics import ApiMetrics
@@ -19,12 +20,12 @@ from onnx_lm import ChatMessage
 
 
 class MeteredLLM:
-    """`backend` for one run: refuses new calls once `cancel` is set; counts calls and open conversations."""
+    """`backend`, refusing new calls while `is_cancelled()`; counts calls and open conversations."""
 
-    def __init__(self, backend: LLMBackend, metrics: ApiMetrics, cancel: threading.Event) -> None:
+    def __init__(self, backend: LLMBackend, metrics: ApiMetrics, is_cancelled: Callable[[], bool]) -> None:
         self.backend = backend
         self.metrics = metrics
-        self.cancel = cancel
+        self.is_cancelled = is_cancelled
         self.name = backend.name
 
     @property
@@ -41,7 +42,7 @@ class MeteredLLM:
         """The server owns the backend: one run's end does not close it."""
 
     def _check(self) -> None:
-        if self.cancel.is_set():
+        if self.is_cancelled():
             raise GenerationCancelled("the request was cancelled before a cloud call")
 
 
@@ -64,8 +65,11 @@ class MeteredConversation:
         return reply
 
     def push(self, transcript: str) -> None:
-        if not self.owner.cancel.is_set():
+        if not self.owner.is_cancelled():
             self.inner.push(transcript)
+
+    def next_turn(self, answer: str, messages: Sequence[ChatMessage]) -> None:
+        self.inner.next_turn(answer, messages)
 
     def close(self) -> None:
         if not self.closed:

@@ -52,6 +52,8 @@ class TritonConversation:
         self._resend_full = resend_full
         self._held_text = ""  # the appended text the server holds (as far as we know)
         self._held = TranscriptDigest(self._pairs())
+        # A next turn not yet sent: the NextTurn and the base it applies to (see `next_turn`).
+        self._turn: tuple[pb.NextTurn, TranscriptView] | None = None
 
     @property
     def server_view(self) -> TranscriptView:
@@ -83,6 +85,29 @@ class TritonConversation:
         result = exchanges[-1].reply.result
         self._advance(request, result, created=resend or resync is not None)
         return _reply(result, exchanges, resync)
+
+    def next_turn(self, answer: str, messages: Sequence[ChatMessage]) -> None:
+        """Continue this context with the conversation's next turn; the next call carries it.
+
+        What the server holds becomes the assistant's turn, `answer` (its reply as the user got
+        it) and then `messages` follow, and the transcript starts over: only the new messages go
+        up (protos: NextTurn). If what the server holds does not end with `answer` (the SLM wrote
+        it, a stop string cut it) or a turn is still unsent, the next call re-creates the context
+        from the whole conversation instead, under the same id: the server keeps the KV they share.
+        """
+        if not messages:
+            raise BadInputError("a next turn needs at least one new message")
+        base, held = self._held.view(), self._held_text
+        self.messages = (*self.messages, ChatMessage("assistant", answer), *messages)
+        if self._created and self._turn is None and held.endswith(answer):
+            offset = len(held.encode("utf-8")) - len(answer.encode("utf-8"))
+            turn = pb.NextTurn(answer_offset_bytes=offset,
+                               messages=[pb.ChatMessage(role=m.role, content=m.content) for m in messages])
+            self._turn = (turn, base)
+        else:
+            self._turn, self._created = None, False
+        # Our view of the server once the turn is applied: the new conversation, nothing appended.
+        self._held_text, self._held = "", TranscriptDigest(self._pairs())
 
     def push(self, transcript: str) -> None:
         """Nothing to push: the bare link sends the text with the next call (see ResilientConversation)."""
@@ -117,11 +142,15 @@ class TritonConversation:
             step.messages.extend(pb.ChatMessage(role=m.role, content=m.content) for m in self.messages)
         else:
             view = self._held.view()
+            if self._turn is not None:  # the turn applies to the state before it
+                step.next_turn.CopyFrom(self._turn[0])
+                view = self._turn[1]
             step.base.length_bytes, step.base.digest = view.length_bytes, view.digest
         return step
 
     def _advance(self, request: LLMRequest, result: pb.StepResult, *, created: bool) -> None:
         """Move our view of the server's context to what it now holds, and check it agrees."""
+        self._turn = None  # sent and applied, or overtaken by a create
         if created:
             self._held_text, self._held, self._created = "", TranscriptDigest(self._pairs()), True
             self._doubted = False

@@ -246,6 +246,16 @@ class ResilientConversation:
                 return
             self._inflight = self._owner._submit(self)
 
+    def next_turn(self, answer: str, messages: Sequence[ChatMessage]) -> None:
+        """The conversation's next turn (see TritonConversation.next_turn); no call is made here.
+
+        A push of the last turn's transcript that has not started is dropped: the turn is over.
+        """
+        with self._state_lock:
+            self._pending = None
+        with self._call_lock:
+            self._inner.next_turn(answer, messages)
+
     def drain(self) -> None:
         """Worker side of `push`: absorb the newest pending transcript (errors open the breaker)."""
         with self._state_lock:

@@ -67,6 +67,9 @@ class _FlakyConversation:
     def push(self, transcript: str) -> None:
         self.inner.push(transcript)
 
+    def next_turn(self, answer: str, messages: Sequence[ChatMessage]) -> None:
+        self.inner.next_turn(answer, messages)
+
     def close(self) -> None:
         self.inner.close()
 

@@ -1,0 +1,1 @@
+"""Figures of the OpenAI-compatible endpoint (issue 14): multi-turn reuse, latency, throughput."""
