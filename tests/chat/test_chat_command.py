@@ -20,7 +20,8 @@ GLIMP = [sys.executable, "-m", "glimprouter.cli", "chat", "--slm", str(SLM), "--
 
 def test_chat_over_a_pipe_continues_turns_resets_and_shows_the_split_and_cost() -> None:
     lines = "12+7*3-5\n3*4+1\n/reset\n9-2*3\n/nope\n\n"
-    done = subprocess.run([*GLIMP, "--llm-local", str(LLM), "--price-in-per-m", "1", "--price-out-per-m", "4"],
+    priced = ["--price-in-per-m", "1", "--price-out-per-m", "4"]
+    done = subprocess.run([*GLIMP, "--llm-local", str(LLM), *priced],
                           input=lines, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -35,4 +36,5 @@ def test_chat_refuses_a_missing_slm_with_one_line() -> None:
     done = subprocess.run([sys.executable, "-m", "glimprouter.cli", "chat"], input="", capture_output=True,
                           text=True, timeout=120, cwd=ROOT, env={**os.environ, "GLIMP_SLM": ""})
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == "glimp chat: error: no SLM folder: give --slm DIR (or GLIMP_SLM)"
+    last = done.stderr.strip().splitlines()[-1]
+    assert last == "glimp chat: error: no SLM folder: give --slm DIR (or GLIMP_SLM)"
