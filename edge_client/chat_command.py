@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 from edge_client import run_command
@@ -48,9 +49,11 @@ def run(args: argparse.Namespace) -> int:
     config = run_command.router_config(args)
     run_command.check_models(args, config)
     session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)
-    llm = run_command.llm_backend(args, session) if config.needs_llm else None
+    with _ctrl_c_left_to_this_thread():
+        llm = run_command.llm_backend(args, session) if config.needs_llm else None
     try:
-        router = EdgeRouter.from_folders(args.slm, llm, config, session)
+        with _ctrl_c_left_to_this_thread():
+            router = EdgeRouter.from_folders(args.slm, llm, config, session)
         with Conversation(router, args.system) as chat:
             _line_editing()
             Repl(chat, run_command.prices(args), input, sys.stdout, sys.stderr).loop()
@@ -105,6 +108,19 @@ class Repl:
     def _say(self, text: str) -> None:
         self.out.write(text + "\n")
         self.out.flush()
+
+
+@contextlib.contextmanager
+def _ctrl_c_left_to_this_thread() -> Iterator[None]:
+    """Inside, SIGINT is blocked in this (the main) thread, so every thread started meanwhile (gRPC's,
+    the link's health monitor, ONNX Runtime's pool) inherits it blocked and Ctrl-C always lands
+    here. A SIGINT taken by another thread would leave the prompt's read blocked: Python would
+    raise KeyboardInterrupt only once a line came, and that line would be lost."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _line_editing() -> None:

@@ -102,7 +102,8 @@ def qwen3_pair(work: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--qwen3", action="store_true", help="also the real-tokenizer Qwen3 pair (exports one)")
+    parser.add_argument("--qwen3", action="store_true",
+                        help="also the real-tokenizer Qwen3 pair (exports one)")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     toy = "toy pair (toy SLM, toy LLM on tritonserver)"

@@ -34,11 +34,11 @@ QUESTIONS = ("What is 2+2?", "And times three?", "Minus five?")
 def cloud(tiny_qwen3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ResilientLLM]:
     token = new_token()
     settings = RepositorySettings(link_model=True, intra_op_threads=1)
-    with local_server(tiny_qwen3_dir, tmp_path_factory.mktemp("repo") / "repo", token=token,
-                      settings=settings) as server:
-        with ResilientLLM.connect(CloudLinkConfig(server.grpc_url, token=token, timeout_s=30.0),
-                                  ResilienceConfig()) as llm:
-            yield llm
+    repo = tmp_path_factory.mktemp("repo") / "repo"
+    with local_server(tiny_qwen3_dir, repo, token=token, settings=settings) as server, \
+            ResilientLLM.connect(CloudLinkConfig(server.grpc_url, token=token, timeout_s=30.0),
+                                 ResilienceConfig()) as llm:
+        yield llm
 
 
 def ask(served: Any, messages: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
@@ -80,8 +80,8 @@ def test_an_edited_history_starts_the_cloud_context_over(tiny_qwen3_dir: Path, c
     first = [SYSTEM, {"role": "user", "content": QUESTIONS[0]}]
     with serve(slm, cloud, config=GREEDY) as held:
         answer, _ = ask(held, first)
-        edited = [SYSTEM, {"role": "user", "content": "What is 2+3?"}, {"role": "assistant", "content": answer},
-                  {"role": "user", "content": QUESTIONS[1]}]
+        edited = [SYSTEM, {"role": "user", "content": "What is 2+3?"},
+                  {"role": "assistant", "content": answer}, {"role": "user", "content": QUESTIONS[1]}]
         _, after_edit = ask(held, edited)
     with serve(slm, cloud, config=GREEDY, max_conversations=0) as nothing_held:
         _, fresh = ask(nothing_held, edited)

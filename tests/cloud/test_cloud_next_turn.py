@@ -40,7 +40,9 @@ def first_turn(engine: Engine, ids: tuple[str, bytes]) -> pb.TranscriptState:
     return reply.result.state
 
 
-def next_turn(ids: tuple[str, bytes], base: pb.TranscriptState, offset: int, **fields: object) -> pb.StepRequest:
+def next_turn(
+    ids: tuple[str, bytes], base: pb.TranscriptState, offset: int, **fields: object,
+) -> pb.StepRequest:
     fields.setdefault("action", pb.WRITE_STEP)
     fields.setdefault("max_tokens", 4)
     return step_request(*ids, base=base, new_text="", next_turn=pb.NextTurn(answer_offset_bytes=offset,
@@ -52,9 +54,9 @@ def test_a_next_turn_reaches_the_state_a_create_of_the_whole_conversation_would(
     base = first_turn(engine, ids)
     continued = engine.handle(next_turn(ids, base, len(REASONING.encode()))).result
     fresh_ids = new_ids()
-    fresh = engine.handle(step_request(*fresh_ids, create=True, new_text="", action=pb.WRITE_STEP, max_tokens=4,
-                                       messages=[pb.ChatMessage(role=m.role, content=m.content)
-                                                 for m in CONTINUED])).result
+    whole = [pb.ChatMessage(role=m.role, content=m.content) for m in CONTINUED]
+    fresh = engine.handle(step_request(*fresh_ids, create=True, new_text="", action=pb.WRITE_STEP,
+                                       max_tokens=4, messages=whole)).result
     assert continued.text == fresh.text
     expected = TranscriptDigest((m.role, m.content) for m in CONTINUED)
     expected.extend(continued.text)
