@@ -249,6 +249,14 @@ class OnnxRun:
     onnx_s: float
 
 
+def _foreign_onnx(onnx_path: Path, what: str) -> ModelContractError:
+    """The one error for an ONNX file whose logits show it was exported from another checkpoint."""
+    return ModelContractError(
+        f"{onnx_path} gives {what}: the ONNX file does not belong to this checkpoint; "
+        "re-export with `glimp export --force`"
+    )
+
+
 def run_onnx(
     onnx_path: Path,
     vocab_size: int,
@@ -269,10 +277,7 @@ def run_onnx(
     prompt = random_prompt(vocab_size, prompt_tokens, seed=seed)
     prefill = decoder.forward(prompt)
     if prefill.shape[-1] != vocab_size:
-        raise ModelContractError(
-            f"{onnx_path} gives logits of {prefill.shape[-1]} ids, the checkpoint has {vocab_size}: "
-            "the ONNX file does not belong to this checkpoint; re-export with `glimp export --force`"
-        )
+        raise _foreign_onnx(onnx_path, f"logits of {prefill.shape[-1]} ids, the checkpoint has {vocab_size}")
     tokens, step_logits = _ort_greedy(decoder, prefill, steps)
     return OnnxRun(onnx_path, precision, prompt, prefill, tokens, step_logits, decoder.provider,
                    time.perf_counter() - start)
@@ -292,11 +297,8 @@ def score(model: Any, run: OnnxRun) -> ParityResult:
     n = len(run.prompt)
     ref_prefill, ref_steps = ref[:n], ref[n - 1 :]
     if ref_prefill.shape != run.prefill_logits.shape:
-        raise ModelContractError(
-            f"{run.onnx_path} gives logits of shape {run.prefill_logits.shape}, transformers "
-            f"{ref_prefill.shape}: the ONNX file does not belong to this checkpoint; re-export with "
-            "`glimp export --force`"
-        )
+        raise _foreign_onnx(run.onnx_path, f"logits of shape {run.prefill_logits.shape}, transformers "
+                            f"{ref_prefill.shape}")
     decoded = _compare_steps(run.tokens, run.step_logits, ref_steps)
     result = ParityResult(
         precision=run.precision,

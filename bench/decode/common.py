@@ -194,19 +194,23 @@ def _result(
     return result
 
 
-def onnx_lm_generate(lm: Any, prompt: list[int], new_tokens: int) -> tuple[list[int], RunTiming]:
-    """The project's loop: prefill, then one `decode_one` per token, greedy sampling."""
+def onnx_lm_generate(
+    lm: Any, prompt: list[int], new_tokens: int, params: Any = None
+) -> tuple[list[int], RunTiming]:
+    """The project's loop: prefill, then one `decode_one` per token, drawn with `params`
+    (onnx_lm.sampling.SamplingParams; None: greedy)."""
     from onnx_lm.sampling import GREEDY, sample_token
 
+    params = GREEDY if params is None else params
     rng = np.random.default_rng(0)
     started = time.perf_counter()
     cache = lm.new_cache()
     logits = lm.prefill(cache, prompt)
     prefill_s = time.perf_counter() - started
-    tokens = [sample_token(logits, GREEDY, rng)]
+    tokens = [sample_token(logits, params, rng)]
     while len(tokens) < new_tokens:
         logits = lm.decode_one(cache, tokens[-1])
-        tokens.append(sample_token(logits, GREEDY, rng))
+        tokens.append(sample_token(logits, params, rng))
     return tokens, RunTiming(time.perf_counter() - started, prefill_s)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.decode.common import Contender, ContenderResult, RunTiming, time_interleaved
+from bench.decode.common import Contender, ContenderResult, RunTiming, onnx_lm_generate, time_interleaved
 from bench.sampling.rows import PAPER
 from onnx_lm.sampling import GREEDY, SamplingParams, entropy_nats, sample_token
 
@@ -33,16 +33,7 @@ def decode_run(
     lm: Any, prompt: list[int], plan: DecodePlan, params: SamplingParams
 ) -> tuple[list[int], RunTiming]:
     """Prompt -> `plan.new_tokens` tokens drawn with `params`, timed (prefill time apart)."""
-    rng = np.random.default_rng(0)
-    started = time.perf_counter()
-    cache = lm.new_cache()
-    logits = lm.prefill(cache, prompt)
-    prefill_s = time.perf_counter() - started
-    tokens = [sample_token(logits, params, rng)]
-    while len(tokens) < plan.new_tokens:
-        logits = lm.decode_one(cache, tokens[-1])
-        tokens.append(sample_token(logits, params, rng))
-    return tokens, RunTiming(time.perf_counter() - started, prefill_s)
+    return onnx_lm_generate(lm, prompt, plan.new_tokens, params)
 
 
 def greedy_vs_sampled(lm: Any, prompt: list[int], plan: DecodePlan) -> list[ContenderResult]:
