@@ -31,13 +31,12 @@ from the same function), proven as follows.
    its cut is c as well. Otherwise (a band of ~1e-10 of Z: about one flat row in 10^5) the
    reference itself decides.
 
-Drawing (`draw`): one uniform u in [0, 1) and the kept mass M; u * M is located first among the
-bins (their masses), then inside one bin by a cumulative sum: inverse-CDF sampling as numpy's
-`Generator.choice` does it, but over a few hundred weights instead of the whole vocabulary. Each
-kept token's chance is w_i / M up to the rounding of those partial sums (below V * 2^-53 of M,
-the same order as `Generator.choice`'s own). tests/onnx_lm/test_nucleus.py checks ids and
-probabilities bit for bit against the reference (ties, near-flat and peaked rows) and the draws
-with a chi-square test.
+Drawing (`draw`): one uniform u in [0, 1), located in the cumulative probabilities of the kept
+ids in ascending id order: exactly what numpy's `Generator.choice(V, p=...)` does over the whole
+truncated vocabulary (zeros add nothing to a running sum), so a seed draws the same tokens as the
+full-vocabulary sampler it replaced, while the cumulative sum runs over the kept ids only.
+tests/onnx_lm/test_nucleus.py checks ids and probabilities bit for bit against the reference
+(ties, near-flat and peaked rows) and the draws with a chi-square test.
 """
 
 from __future__ import annotations
@@ -228,32 +227,9 @@ def _sorted_cut(ws: Weights, top_p: float) -> Cut:
 
 
 def draw(cut: Cut, rng: np.random.Generator) -> int:
-    """One token id from the cut's kept set, with probability w_i / M (inverse CDF, one uniform)."""
-    mass = rng.random() * cut.kept_mass
-    for index, level in enumerate(cut.levels):
-        above = level.above
-        if mass < above or (index == len(cut.levels) - 1 and cut.head.size == 0):
-            return _draw_in_bins(cut.w, level, mass)
-        mass -= above
-    return int(cut.head[_locate(cut.head_cum, mass)])
-
-
-def _draw_in_bins(w: NDArray[np.float64], level: _Level, mass: float) -> int:
-    """The token at `mass` among the level's whole bins: first the bin, then the token inside it."""
-    kept = level.cum_mass[: level.cut_bin]
-    index = _locate(kept, mass)
-    if index:
-        mass -= float(kept[index - 1])
-    tokens = level.tokens_of(index)
-    return int(tokens[_locate(np.cumsum(w[tokens]), mass)])
-
-
-def _locate(cum: NDArray[np.float64], mass: float) -> int:
-    """The interval of a running sum that holds `mass`: the first cum > mass.
-
-    A mass rounded up to the total (or past it) takes the last interval of non-zero width.
-    """
-    index = int(np.searchsorted(cum, mass, side="right"))
-    if index < cum.size:
-        return index
-    return int(np.searchsorted(cum, cum[-1], side="left"))
+    """One token id from the cut's kept set, with probability w_i / M: numpy's `Generator.choice`
+    inverse CDF (one uniform, ids ascending), so seeded draws match the full-vocabulary sampler."""
+    kept = normalised(cut.w, cut.ids())
+    cdf = np.cumsum(kept.probs)
+    cdf /= cdf[-1]
+    return int(kept.ids[int(np.searchsorted(cdf, rng.random(), side="right"))])
