@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     run_command.check_models(args, config)
     session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)
     with _ctrl_c_left_to_this_thread():
-        llm = run_command.llm_backend(args, session) if config.needs_llm else None
+        llm = run_command.llm_backend(args, session, start_check=True) if config.needs_llm else None
     try:
         with _ctrl_c_left_to_this_thread():
             router = EdgeRouter.from_folders(args.slm, llm, config, session)

@@ -203,7 +203,10 @@ def edge_token(args: argparse.Namespace) -> str | None:
     return os.environ.get("GLIMP_EDGE_TOKEN") or None
 
 
-def llm_backend(args: argparse.Namespace, session: SessionConfig) -> LLMBackend | None:
+def llm_backend(args: argparse.Namespace, session: SessionConfig, *,
+                start_check: bool = False) -> LLMBackend | None:
+    """The LLM the flags name. `start_check` runs the cloud's start check now (a session that
+    waits for its first question, as `glimp chat` does, must not open on a cloud that is down)."""
     if args.llm_local:
         return InProcessLLM.load(args.llm_local, session)
     if args.llm_url:
@@ -214,7 +217,14 @@ def llm_backend(args: argparse.Namespace, session: SessionConfig) -> LLMBackend 
                                tls_root_cert=tls_ca, gzip=args.gzip, keepalive_time_s=args.keepalive_s)
         resilience = ResilienceConfig(retry=RetryPolicy(max_retries=args.retries), breaker_s=args.breaker_s,
                                       background_sync=args.background_sync, offline_ok=args.offline_ok)
-        return ResilientLLM.connect(link, resilience)
+        cloud = ResilientLLM.connect(link, resilience)
+        if start_check:
+            try:
+                cloud.check()
+            except BaseException:
+                cloud.close()
+                raise
+        return cloud
     return None
 
 

@@ -1,13 +1,14 @@
 """`glimp chat` as a user drives it: lines on a stdin pipe, and keys on a real terminal (a pty).
 
-The pipe test runs the toy pair in process. (A pty test of Ctrl-C during a cloud turn is not
-here yet: see the chat branch's report.)
+The pipe tests run the toy pair in process; the pty test (tests/chat/test_chat_ctrl_c.py) a real
+tritonserver behind an emulated slow link.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,3 +39,26 @@ def test_chat_refuses_a_missing_slm_with_one_line() -> None:
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
     assert last == "glimp chat: error: no SLM folder: give --slm DIR (or GLIMP_SLM)"
+
+
+def test_chat_against_a_cloud_that_is_down_fails_before_the_first_prompt() -> None:
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([*GLIMP, "--llm-url", f"127.0.0.1:{port}"], input="12+7*3-5\n", capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "you> " not in done.stdout  # no prompt was offered on a cloud that cannot answer
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("glimp chat: error: the cloud at ") and "did not answer the start check" in last
+    assert "--offline-ok" in last
+
+
+def test_chat_with_offline_ok_answers_degraded_on_a_cloud_that_is_down() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = subprocess.run([*GLIMP, "--llm-url", f"127.0.0.1:{port}", "--offline-ok", "--answer-by", "slm"],
+                          input="12+7*3-5\n", capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "answer: " in done.stdout and "turn 1 (new context)" in done.stdout
