@@ -40,6 +40,7 @@ class Terminal:
             os.chdir(ROOT)
             os.execve(argv[0], argv, env)
         self.seen = ""
+        self.log: list[str] = []  # what each expect matched, for a failure's message
 
     def expect(self, text: str, timeout_s: float = 90.0) -> str:
         """Read until `text` appears after what was already matched; the output up to it."""
@@ -47,13 +48,17 @@ class Terminal:
         while text not in self.seen:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self.fd], [], [], left)[0]:
-                raise AssertionError(f"{text!r} not shown in {timeout_s} s; the terminal had:\n{self.seen}")
+                raise AssertionError(f"{text!r} not shown in {timeout_s} s; it showed:\n{self.history()}")
             try:
                 self.seen += os.read(self.fd, 4096).decode(errors="replace")
             except OSError:  # the child closed the pty
-                raise AssertionError(f"the chat ended before {text!r}; it showed:\n{self.seen}") from None
+                raise AssertionError(f"the chat ended before {text!r}:\n{self.history()}") from None
         shown, _, self.seen = self.seen.partition(text)
+        self.log.append(shown + text)
         return shown
+
+    def history(self) -> str:
+        return "".join(self.log) + "<<< not matched: >>>" + self.seen
 
     def type(self, keys: str) -> None:
         os.write(self.fd, keys.encode())
@@ -69,7 +74,7 @@ class Terminal:
             if pid:
                 return os.waitstatus_to_exitcode(status)
         os.kill(self.pid, signal.SIGKILL)
-        raise AssertionError(f"the chat did not end within {timeout_s} s; the terminal had:\n{self.seen}")
+        raise AssertionError(f"the chat did not end within {timeout_s} s; it showed:\n{self.history()}")
 
     def close(self) -> None:
         try:
