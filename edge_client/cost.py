@@ -48,7 +48,7 @@ class Prices:
             return None
         return cls(price_in or 0.0, price_out or 0.0, os.environ.get(CURRENCY_ENV) or "USD")
 
-    def of(self, input_tokens: int, output_tokens: int) -> float:
+    def of(self, input_tokens: float, output_tokens: float) -> float:
         """Money for `input_tokens` read and `output_tokens` written."""
         return (input_tokens * self.input_per_m + output_tokens * self.output_per_m) / 1e6
 

@@ -14,9 +14,11 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from edge_client.run_command import add_price_flags, prices
 from glimp_common.env import env_flag, env_float, env_int, env_str
 from glimp_common.errors import BadInputError
 
@@ -93,6 +95,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      help="thinking token budget (env GLIMP_BUDGET)")
     gen.add_argument("--answer-max-tokens", type=int, default=env_int("GLIMP_ANSWER_MAX_TOKENS", 2048),
                      help="(env GLIMP_ANSWER_MAX_TOKENS)")
+    add_price_flags(parser)  # the cost section of table.md (none without prices)
     run_group = parser.add_argument_group("running")
     run_group.add_argument("--providers", default=env_str("GLIMP_PROVIDERS", "auto"),
                            help="execution providers of both models (env GLIMP_PROVIDERS)")
@@ -201,4 +204,5 @@ def _run_info(args: argparse.Namespace, plan: Any, problems: int) -> dict[str, A
         "systems_planned": plan.system_count(),
         "link": link,
         "sampling": sampling,
+        "prices": asdict(price_list) if (price_list := prices(args)) else None,
     }

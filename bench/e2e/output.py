@@ -13,6 +13,7 @@ from bench.e2e.plots import plot_latency_split, plot_pareto
 from bench.e2e.report import (
     SystemRun,
     SystemSummary,
+    cost_table,
     csv_text,
     markdown_table,
     results_json,
@@ -20,6 +21,7 @@ from bench.e2e.report import (
     write_problem_records,
 )
 from bench.e2e.targets import TargetCheck, check_targets
+from edge_client.cost import Prices
 
 NOTES = (
     "Latency: wall clock per problem, problems one at a time (batch 1), including the blocking "
@@ -86,6 +88,23 @@ def degraded_note(summaries: Sequence[SystemSummary]) -> list[str]:
             "failed and the SLM wrote the step)" for s in summaries if s.degraded_steps_per_problem]
 
 
+def cost_section(summaries: Sequence[SystemSummary], run_info: dict[str, Any]) -> list[str]:
+    """The cost in money at the run's prices (glimp bench --price-in-per-m, --price-out-per-m), if any."""
+    given = run_info.get("prices")
+    if not given:
+        return []
+    prices = Prices(**given)
+    return [
+        f"## Cost at {prices.input_per_m:g} / {prices.output_per_m:g} {prices.currency} per million cloud "
+        "input / output tokens", "",
+        cost_table(summaries, prices),
+        "Input tokens are what the LLM read over every call (prompt, the SLM's steps it caught up on, "
+        "a resent transcript); output tokens what it generated (steps, answer, tokens thrown away). "
+        "`x llm one-call`: against one LLM generation of the whole answer; `x llm steps`: against the "
+        "LLM writing every step through the same loop.", "",
+    ]
+
+
 def table_document(*, summaries: Sequence[SystemSummary], targets: Sequence[TargetCheck],
                    run_info: dict[str, Any]) -> str:
     """table.md: what was run, the table, how to read it, and the targets."""
@@ -103,6 +122,7 @@ def table_document(*, summaries: Sequence[SystemSummary], targets: Sequence[Targ
         *[f"- {note}" for note in NOTES],
         *degraded_note(summaries),
         "",
+        *cost_section(summaries, run_info),
         "## Targets",
         "",
         targets_table(targets) if targets else "No target could be measured with these systems.\n",

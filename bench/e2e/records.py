@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bench.e2e.checkers import Verdict
+from edge_client.cost import cloud_tokens
 from edge_client.trace import RunResult, Timing, Traffic
 
 
@@ -41,6 +42,9 @@ class ProblemResult:
     calls: int  # LLM calls (write, score); the context close is not counted
     thinking_stop: str
     output: str  # reasoning + answer, as the checker read it
+    # What the cloud bills: tokens the LLM read (prefill, over every call) and generated (wasted too).
+    cloud_input_tokens: int = 0
+    cloud_output_tokens: int = 0
 
     @property
     def kept_tokens(self) -> int:
@@ -59,6 +63,7 @@ def from_run(problem_id: str, expected: str, verdict: Verdict, run: RunResult,
     """The record of a problem answered through the edge loop."""
     totals = run.totals
     timing, traffic = totals.timing, totals.traffic
+    cloud_in, cloud_out = cloud_tokens(run)
     return ProblemResult(
         problem_id=problem_id, correct=verdict.correct, predicted=verdict.predicted, expected=expected,
         wall_s=timing.wall_s, edge_compute_s=timing.edge_compute_s, network_s=timing.network_s,
@@ -69,12 +74,12 @@ def from_run(problem_id: str, expected: str, verdict: Verdict, run: RunResult,
         answer_tokens=run.answer_record.tokens, answer_by_cloud=run.answer_writer == "cloud",
         wasted_tokens=totals.wasted_tokens, bytes_up=traffic.bytes_up, bytes_down=traffic.bytes_down,
         resync_bytes_up=traffic.resync_bytes_up, calls=traffic.calls, thinking_stop=run.thinking_stop,
-        output=run.transcript,
+        output=run.transcript, cloud_input_tokens=cloud_in, cloud_output_tokens=cloud_out,
     )
 
 
 def from_one_call(problem_id: str, expected: str, verdict: Verdict, *, output: str, tokens: int,
-                  timing: Timing, traffic: Traffic, close_s: float) -> ProblemResult:
+                  prefill_tokens: int, timing: Timing, traffic: Traffic, close_s: float) -> ProblemResult:
     """The record of a problem the LLM answered in one call (reasoning and answer together)."""
     return ProblemResult(
         problem_id=problem_id, correct=verdict.correct, predicted=verdict.predicted, expected=expected,
@@ -83,5 +88,6 @@ def from_one_call(problem_id: str, expected: str, verdict: Verdict, *, output: s
         steps=0, cloud_steps=0, degraded_steps=0, step_tokens=0, cloud_step_tokens=0,
         answer_tokens=tokens, answer_by_cloud=True, wasted_tokens=0, bytes_up=traffic.bytes_up,
         bytes_down=traffic.bytes_down, resync_bytes_up=traffic.resync_bytes_up, calls=traffic.calls,
-        thinking_stop="one_call", output=output,
+        thinking_stop="one_call", output=output, cloud_input_tokens=prefill_tokens,
+        cloud_output_tokens=tokens,
     )

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.e2e.records import ProblemResult
+from edge_client.cost import Prices
 from glimp_common.errors import BadInputError
 
 
@@ -62,6 +63,8 @@ class SystemSummary:
     wire_up_per_problem: float  # TCP payload through the emulator (framing, close calls included)
     wire_down_per_problem: float
     cloud_compute_s_per_problem: float
+    cloud_input_tokens_per_problem: float  # what the cloud bills: tokens the LLM read (prefill) ...
+    cloud_output_tokens_per_problem: float  # ... and generated
     wasted_tokens_per_problem: float
     wasted_tokens_per_cloud_step: float | None  # None when no step went to the cloud
     edge_compute_s: float  # the latency split, means per problem
@@ -110,6 +113,8 @@ def summarize(run: SystemRun) -> SystemSummary:
         bytes_down_per_problem=_mean([r.bytes_down for r in rows]),
         wire_up_per_problem=run.wire_bytes_up / n, wire_down_per_problem=run.wire_bytes_down / n,
         cloud_compute_s_per_problem=_mean([r.cloud_compute_s for r in rows]),
+        cloud_input_tokens_per_problem=_mean([r.cloud_input_tokens for r in rows]),
+        cloud_output_tokens_per_problem=_mean([r.cloud_output_tokens for r in rows]),
         wasted_tokens_per_problem=_mean([r.wasted_tokens for r in rows]),
         wasted_tokens_per_cloud_step=wasted / cloud_steps if cloud_steps else None,
         edge_compute_s=_mean([r.edge_compute_s for r in rows]), network_s=_mean([r.network_s for r in rows]),
@@ -145,6 +150,30 @@ def table_rows(summaries: Sequence[SystemSummary]) -> list[list[str]]:
             _cell(s.wasted_tokens_per_cloud_step, ".2f"),
         ])
     return rows
+
+
+COST_COLUMNS = ("system", "cloud in tok/problem", "cloud out tok/problem", "cost per 1k problems",
+                "x llm one-call", "x llm steps")
+
+
+def cost_rows(summaries: Sequence[SystemSummary], prices: Prices) -> list[list[str]]:
+    """The cost table's cells: each system's cloud tokens and their price, against the two all-cloud
+    systems (one generation of the whole answer; the LLM writing every step)."""
+    def cost(s: SystemSummary) -> float:
+        return 1000 * prices.of(s.cloud_input_tokens_per_problem, s.cloud_output_tokens_per_problem)
+
+    references = [next((cost(s) for s in summaries if s.family == family), None)
+                  for family in ("llm-one-call", "llm-steps")]
+    return [[s.name, f"{s.cloud_input_tokens_per_problem:.1f}", f"{s.cloud_output_tokens_per_problem:.1f}",
+             f"{cost(s):.4f} {prices.currency}",
+             *(_cell(cost(s) / ref if ref else None, ".2f") for ref in references)] for s in summaries]
+
+
+def cost_table(summaries: Sequence[SystemSummary], prices: Prices) -> str:
+    """The cost of each system at `prices`, as GitHub Markdown."""
+    lines = ["| " + " | ".join(COST_COLUMNS) + " |", "|" + "---|" * len(COST_COLUMNS)]
+    lines += ["| " + " | ".join(row) + " |" for row in cost_rows(summaries, prices)]
+    return "\n".join(lines) + "\n"
 
 
 def markdown_table(summaries: Sequence[SystemSummary]) -> str:

@@ -225,7 +225,8 @@ class _Lane:
         timing, traffic = cost_parts([reply.cost], wall_s=time.perf_counter() - started)
         verdict = self.checker.check(reply.text, problem.answer)
         return from_one_call(problem.id, problem.answer, verdict, output=reply.text,
-                             tokens=reply.cost.decode_tokens, timing=timing, traffic=traffic,
+                             tokens=reply.cost.decode_tokens, prefill_tokens=reply.cost.prefill_tokens,
+                             timing=timing, traffic=traffic,
                              close_s=close_s)
 
 

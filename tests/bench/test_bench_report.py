@@ -111,3 +111,30 @@ def test_a_missed_target_says_by_how_much() -> None:
     checks = {c.target.split()[0]: c for c in check_targets(runs)}
     assert checks["first-token"].met is False and "+0.0 points" in checks["first-token"].measured
     assert checks["uplink"].met is False and "= 2.00x" in checks["uplink"].measured
+
+
+def test_the_cost_table_prices_cloud_tokens_against_both_all_cloud_systems() -> None:
+    from bench.e2e.report import cost_rows
+    from edge_client.cost import Prices
+
+    one_call = summarize(_run("llm one-call", "llm-one-call", [replace(BASE, cloud_input_tokens=10,
+                                                                        cloud_output_tokens=25)]))
+    steps = summarize(_run("llm steps", "llm-steps", [replace(BASE, cloud_input_tokens=60,
+                                                                cloud_output_tokens=30)]))
+    problems = [replace(BASE, cloud_input_tokens=40, cloud_output_tokens=5),
+                replace(BASE, cloud_input_tokens=20, cloud_output_tokens=15)]
+    glimp = summarize(_run("glimp tau=0.3", "glimp-tau", problems))
+    rows = cost_rows([one_call, steps, glimp], Prices(1.0, 4.0, "EUR"))
+    # per problem: one-call 10 in + 25 out = 110 per million -> 0.11 per 1k problems
+    assert rows[0][1:4] == ["10.0", "25.0", "0.1100 EUR"]
+    assert rows[1][3] == "0.1800 EUR"  # 60 + 4 * 30
+    # glimp: means 30 in, 10 out = 70 per million; 0.07 / 0.11 and 0.07 / 0.18
+    assert rows[2] == ["glimp tau=0.3", "30.0", "10.0", "0.0700 EUR", "0.64", "0.39"]
+
+
+def test_without_an_all_cloud_system_the_ratios_are_dashes() -> None:
+    from bench.e2e.report import cost_rows
+    from edge_client.cost import Prices
+
+    glimp = summarize(_run("glimp tau=0.3", "glimp-tau", [replace(BASE, cloud_input_tokens=40)]))
+    assert cost_rows([glimp], Prices(1.0, 4.0))[0][-2:] == ["-", "-"]
