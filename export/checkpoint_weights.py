@@ -56,6 +56,11 @@ class CheckpointWeights:
         return np.ascontiguousarray(tensor.float().numpy())
 
 
+def has_safetensors(checkpoint_dir: Path) -> bool:
+    """Whether the checkpoint's weights are in safetensors (what the fast graph reads)."""
+    return (checkpoint_dir / _INDEX_FILE).is_file() or (checkpoint_dir / _SINGLE_FILE).is_file()
+
+
 def _tensor_files(checkpoint_dir: Path) -> dict[str, Path]:
     """Which safetensors file holds each tensor."""
     index = checkpoint_dir / _INDEX_FILE

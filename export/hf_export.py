@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from export import parity, quantize
-from export.checkpoint_weights import CheckpointWeights
+from export.checkpoint_weights import CheckpointWeights, has_safetensors
 from export.decoder_spec import DecoderSpec, decoder_spec
 from export.fast_graph import build_fast_graph
 from glimp_common.errors import BadInputError, ModelContractError
@@ -106,15 +106,22 @@ class _GraphChoice:
     spec: DecoderSpec | None = None
 
 
-def choose_graph(config: dict[str, Any], options: ExportOptions) -> _GraphChoice:
-    """The graph to write: the one asked for, or fast unless the checkpoint does not fit it.
+def choose_graph(config: dict[str, Any], options: ExportOptions, checkpoint_dir: Path) -> _GraphChoice:
+    """The graph to write: the one asked for, or fast unless the checkpoint does not fit it (its
+    shapes, or weights only in pytorch_model.bin: optimum reads those, the fast graph does not).
 
     An explicit `graph="fast"` that the checkpoint cannot take raises BadInputError saying why.
     """
     if options.graph == "optimum":
         return _GraphChoice("optimum")
     try:
-        return _GraphChoice("fast", decoder_spec(config))
+        spec = decoder_spec(config)
+        if not has_safetensors(checkpoint_dir):
+            raise BadInputError(
+                f"{checkpoint_dir} has its weights only outside safetensors (e.g. pytorch_model.bin); the "
+                "fast graph reads safetensors: re-save the checkpoint with safetensors, or export with "
+                "--graph optimum")
+        return _GraphChoice("fast", spec)
     except BadInputError as exc:
         if options.graph == "fast" or options.quantize_int4:
             raise
@@ -133,7 +140,7 @@ def export_checkpoint(
     """
     checkpoint_dir, out_dir = Path(checkpoint_dir), Path(out_dir)
     config = read_checkpoint_config(checkpoint_dir)
-    choice = choose_graph(config, options)
+    choice = choose_graph(config, options, checkpoint_dir)
     _check_out_dir(out_dir, options.force)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))

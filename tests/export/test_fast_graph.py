@@ -22,6 +22,7 @@ from export.fast_graph import build_fast_graph
 from export.hf_export import ExportOptions, export_checkpoint
 from export.parity import OrtDecoder, load_reference
 from export.shapes import SHAPES, build_random_checkpoint
+from glimp_common.errors import BadInputError
 from onnx_lm.manifest import Manifest
 
 FAMILIES = ("qwen3", "qwen2", "llama")
@@ -174,3 +175,17 @@ def test_block_quantization_round_trips_within_half_a_step() -> None:
         q = quantize_blocks(weight, bits)
         step = q.scales.repeat(32, axis=1)
         assert np.all(np.abs(dequantize(q) - weight) <= step / 2 + 1e-6), bits
+
+
+def test_a_checkpoint_without_safetensors_gets_optimums_graph_by_default(tmp_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    checkpoint = build_random_checkpoint("qwen3", SHAPES["tiny"], tmp_path / "checkpoint", seed=1)
+    model = AutoModelForCausalLM.from_pretrained(str(checkpoint), dtype=torch.float32)
+    model.save_pretrained(str(checkpoint), safe_serialization=False)  # pytorch_model.bin
+    (checkpoint / "model.safetensors").unlink()
+    manifest = export_checkpoint(checkpoint, tmp_path / "onnx")
+    assert manifest.graph == "optimum" and manifest.parity["model"]["passed"] is True
+    with pytest.raises(BadInputError, match="only outside safetensors.*--graph optimum"):
+        export_checkpoint(checkpoint, tmp_path / "fast", ExportOptions(graph="fast"))
