@@ -4,9 +4,9 @@
 
 One real tritonserver serves the toy LLM; the toy SLM runs on the edge, every way below the same
 routing (tau 0.2, greedy, seed 0) and the same question, so each way writes the same steps:
-- **endpoint**: `glimp api`'s app on a loopback port (already started, models loaded), asked by the
-  `openai` client with `stream=True`; first token = the first chunk carrying text (reasoning or
-  answer), answer = the stream's end.
+- **endpoint**: `glimp api` in its own process on a loopback port (already started, models
+  loaded), asked by the `openai` client with `stream=True`; first token = the first chunk carrying
+  text (reasoning or answer), answer = the stream's end.
 - **CLI**: `glimp run` as a user starts it, a new process per question; first token = its first
   step line on stdout, answer = its `answer:` line, both from launch (start-up and model loading
   included: what an app that shells out to the CLI waits for).
@@ -23,26 +23,64 @@ queueing with the run in progress, and to wait longer each.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.api.common import CPU, MODEL, ROOT, TOY_LLM, TOY_SLM, client, endpoint, triton_cloud
+from bench.api.common import MODEL, ROOT, TOY_LLM, TOY_SLM, client, triton_cloud
 from bench.decode.common import machine_info
+from cloud_service.launcher import pick_free_port
 from edge_client import EdgeRouter, EntropyThreshold, RouterConfig, StepSettings
 from edge_client.trace import AnswerStarted, Event, TextWritten
-from onnx_lm import CausalLM
+from onnx_lm import CausalLM, SessionConfig
 
 QUESTION = "12+7*3-5"
 TAU = 0.2
 CONFIG = RouterConfig(policy=EntropyThreshold(TAU), steps=StepSettings(temperature=0.0, seed=0))
 PROBLEMS = ROOT / "models" / "toy-pair" / "data" / "test.jsonl"
+
+
+ROUTING = ["--providers", "cpu", "--tau", str(TAU), "--temperature", "0", "--seed", "0"]
+
+
+def glimp(*args: str) -> list[str]:
+    return [str(Path(sys.executable).parent / "glimp"), *args]
+
+
+@contextlib.contextmanager
+def api_process(cloud_url: str, token: str) -> Iterator[str]:
+    """`glimp api` on a free loopback port, as an app's device runs it: its base URL once healthy."""
+    port = pick_free_port()
+    command = glimp("api", "--slm", str(TOY_SLM), "--llm-url", cloud_url, "--port", str(port), *ROUTING)
+    env = {**os.environ, "GLIMP_EDGE_TOKEN": token}
+    with subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL) as process:
+        try:
+            _wait_healthy(f"http://127.0.0.1:{port}/health", process)
+            yield f"http://127.0.0.1:{port}/v1"
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"bench.api.serving: glimp api exited {process.returncode} before it served")
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as reply:
+            if reply.status == 200:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"bench.api.serving: {url} was not healthy within 120 s")
 
 
 def endpoint_once(base_url: str) -> dict[str, float]:
@@ -62,9 +100,7 @@ def endpoint_once(base_url: str) -> dict[str, float]:
 
 def cli_once(url: str, token: str) -> dict[str, float]:
     """`glimp run` from launch: seconds to its first step line and to its answer line."""
-    command = [str(Path(sys.executable).parent / "glimp"), "run", QUESTION, "--slm", str(TOY_SLM),
-               "--llm-url", url, "--providers", "cpu", "--tau", str(TAU), "--temperature", "0",
-               "--seed", "0"]
+    command = glimp("run", QUESTION, "--slm", str(TOY_SLM), "--llm-url", url, *ROUTING)
     env = {**os.environ, "GLIMP_EDGE_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
     first = answer = None
@@ -161,9 +197,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    slm = CausalLM.load(TOY_SLM, CPU)
-    with triton_cloud(TOY_LLM) as cloud, endpoint(slm, cloud.llm, CONFIG) as (base_url, _):
-        router = EdgeRouter(CausalLM.load(TOY_SLM, CPU), cloud.llm, CONFIG)
+    slm = CausalLM.load(TOY_SLM, SessionConfig(providers="cpu"))  # the session glimp run and api make
+    with triton_cloud(TOY_LLM) as cloud, api_process(cloud.url, cloud.token) as base_url:
+        router = EdgeRouter(slm, cloud.llm, CONFIG)
         figures: dict[str, Any] = {"repeats": args.repeats,
                                    "latency": latency(base_url, cloud.url, cloud.token, router, args.repeats)}
         asked = questions(args.requests)
