@@ -12,6 +12,7 @@ the same environment twins; the sampling flags are the defaults a request may ov
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_client.api.app import create_app
     from edge_client.api.engine import Engine
     from edge_client.api.metrics import ApiMetrics
-    from edge_client.api.server import uvicorn_server
+    from edge_client.api.server import bind_listener, uvicorn_server
     from edge_client.api.settings import ApiSettings
     from onnx_lm import CausalLM
 
@@ -82,16 +83,19 @@ def run(args: argparse.Namespace) -> int:
     _check(args, config)
     settings = ApiSettings(model_id=args.model_name, api_key=api_key(args), prices=run_command.prices(args),
                            offline_ok=args.offline_ok)
-    session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)
-    llm = run_command.llm_backend(args, session) if config.needs_llm else None
-    engine = Engine(CausalLM.load(args.slm, session), llm, config, ApiMetrics(),
-                    max_conversations=args.max_conversations, conversation_idle_s=args.conversation_idle_s)
-    try:
-        print(f"glimp api: serving {settings.model_id!r} on http://{args.host}:{args.port}/v1 "
-              f"(cloud: {engine.cloud})", flush=True)
-        uvicorn_server(create_app(engine, settings), args.host, args.port).run()
-    finally:
-        engine.close()
-        if llm is not None:
-            llm.close()
+    with contextlib.closing(bind_listener(args.host, args.port)) as listener:
+        session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)
+        llm = run_command.llm_backend(args, session) if config.needs_llm else None
+        engine = Engine(CausalLM.load(args.slm, session), llm, config, ApiMetrics(),
+                        max_conversations=args.max_conversations,
+                        conversation_idle_s=args.conversation_idle_s)
+        try:
+            port = listener.getsockname()[1]  # the one the OS picked for --port 0
+            print(f"glimp api: serving {settings.model_id!r} on http://{args.host}:{port}/v1 "
+                  f"(cloud: {engine.cloud})", flush=True)
+            uvicorn_server(create_app(engine, settings), args.host, port).run(sockets=[listener])
+        finally:
+            engine.close()
+            if llm is not None:
+                llm.close()
     return 0

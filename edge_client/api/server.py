@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 import time
 from types import TracebackType
@@ -9,11 +11,34 @@ from types import TracebackType
 import uvicorn
 from fastapi import FastAPI
 
-from glimp_common.errors import GlimpError
+from glimp_common.errors import BadInputError, GlimpError
 
 
 class ServerStartError(GlimpError):
     """The HTTP server did not start (the port is taken, the host cannot be bound)."""
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """The listening socket `glimp api` serves on, bound before any model loads, so a port in use
+    or a host this machine does not have is one line at once (uvicorn would log it after the
+    models had loaded, and exit with a code that means something else)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise BadInputError(f"--host {host!r} is not an address of this machine ({exc.strerror})") from None
+    listener = socket.socket(family, kind, proto)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BadInputError(f"port {port} on {host} is in use: stop what holds it, or pick another "
+                                "with --port (env GLIMP_API_PORT)") from None
+        raise BadInputError(f"cannot listen on {host}:{port} ({exc.strerror}): check --host and --port") \
+            from None
+    return listener
 
 
 def uvicorn_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:

@@ -64,7 +64,7 @@ def command_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()  # printed once the models are loaded, just before uvicorn binds
+        line = process.stdout.readline()  # printed once the port is bound and the models are loaded
         assert f"http://127.0.0.1:{port}/v1" in line, line
         yield f"http://127.0.0.1:{port}/v1", "k-123"
     finally:
@@ -85,3 +85,20 @@ def test_the_command_serves_the_openai_client(command_server: tuple[str, str]) -
                 raise
             time.sleep(0.2)
     assert reply.choices[0].message.content and (reply.usage.model_extra or {})["glimp"]["steps"]
+
+
+def test_a_port_in_use_is_one_line_before_any_model_loads() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "glimprouter.cli", "api", "--slm", str(TOY_SLM), "--llm-local",
+                str(TOY_LLM), "--providers", "cpu", "--port", str(port)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "serving" not in done.stdout  # it never claimed to serve
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"glimp api: error: port {port} on 127.0.0.1 is in use: stop what holds it, or pick another with "
+        "--port (env GLIMP_API_PORT)")
