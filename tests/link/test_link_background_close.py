@@ -17,7 +17,14 @@ from link_helpers import BREAKER_S, answer
 
 from cloud_service.launcher import TritonServer
 from edge_client.errors import BadInputError
-from edge_client.link import CloudLinkConfig, ResilienceConfig, ResilientLLM, RetryPolicy, TritonLink, TritonLLM
+from edge_client.link import (
+    CloudLinkConfig,
+    ResilienceConfig,
+    ResilientLLM,
+    RetryPolicy,
+    TritonLink,
+    TritonLLM,
+)
 from edge_client.llm_backend import LLMAction, LLMRequest
 from netem import LinkEmulator, LinkProfile
 from onnx_lm import GREEDY, CausalLM, ChatMessage
