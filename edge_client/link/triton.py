@@ -65,9 +65,13 @@ class TritonLLM:
                                   closer=self.closer)
 
     def ping(self, timeout_s: float | None = None) -> float:
-        """A real tiny inference (create, write one token, close); its seconds. Raises CloudError."""
+        """A real tiny inference (create, write one token, close); its seconds. Raises CloudError.
+
+        Its close is a blocking round trip even with `background_close`: a ping measures all three,
+        and a start check that returns leaves nothing of its own in flight on the link.
+        """
         started = time.perf_counter()
-        conversation = self.open([ChatMessage("user", "ping")])
+        conversation = TritonConversation(self.link, self.client_key, [ChatMessage("user", "ping")])
         reply = conversation.call(LLMRequest(LLMAction.WRITE_STEP, "", GREEDY, max_tokens=1),
                                   timeout_s=timeout_s)
         conversation.close()
