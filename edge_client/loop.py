@@ -194,7 +194,8 @@ class EdgeRouter:
         """
         messages = prompt_messages(question, self.config.system_prompt)
         check_prompt_fits(self.slm.tokenizer, messages, self.config)
-        # One question: the cloud context is closed inside the run (its round trip is in the wall time).
+        # One question: the cloud context is closed inside the run (the link sends the CLOSE in the
+        # background; with TritonLLM(background_close=False) its round trip is in the wall time).
         return _QuestionRun(self, messages, on_event, rng).run(question, keep=False)[0]
 
     def turn(

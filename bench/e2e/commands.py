@@ -57,7 +57,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     systems = parser.add_argument_group("systems")
     systems.add_argument("--systems", default=env_str("GLIMP_BENCH_SYSTEMS", "all"),
                          help="comma-separated: all, slm, llm-one-call, llm-steps, glimp-tau, glimp-share, "
-                              "random, step-average, verify, resend (env GLIMP_BENCH_SYSTEMS)")
+                              "random, step-average, verify, resend, and blocking-close (not in all: "
+                              "GlimpRouter's rows again, closing each context with a blocking round "
+                              "trip, beside the background close) (env GLIMP_BENCH_SYSTEMS)")
     systems.add_argument("--taus", default=env_str("GLIMP_BENCH_TAUS", "0.1,0.3,0.6,1.0"),
                          help="GlimpRouter thresholds in nats (env GLIMP_BENCH_TAUS)")
     systems.add_argument("--shares", default=env_str("GLIMP_BENCH_SHARES", "0.1,0.2,0.3"),
@@ -111,7 +113,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from bench.e2e.output import write_run
-    from bench.e2e.report import markdown_table, summarize
+    from bench.e2e.report import close_table, markdown_table, summarize
     from bench.e2e.rig import BenchRig
     from cloud_service.launcher import sigterm_unwinds
 
@@ -133,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
     # Other work on the machine slows every system alike but inflates the absolute times: record it.
     info["load_average_1_5_15_at_end"] = list(os.getloadavg())
     paths = write_run(Path(args.out), runs, dev, info)
-    print(markdown_table([summarize(r) for r in runs]))
+    summaries = [summarize(r) for r in runs]
+    print(markdown_table(summaries))
+    if closes := close_table(summaries):
+        print(closes)
     print("\n".join(f"{kind}: {path}" for kind, path in paths.items()))
     return 0
 

@@ -13,6 +13,7 @@ from bench.e2e.plots import plot_latency_split, plot_pareto
 from bench.e2e.report import (
     SystemRun,
     SystemSummary,
+    close_table,
     cost_table,
     csv_text,
     markdown_table,
@@ -24,8 +25,9 @@ from bench.e2e.targets import TargetCheck, check_targets
 from edge_client.cost import Prices
 
 NOTES = (
-    "Latency: wall clock per problem, problems one at a time (batch 1), including the blocking "
-    "close of the cloud context at the end of each problem (one round trip; its own bar in "
+    "Latency: wall clock per problem, problems one at a time (batch 1), including the close of the "
+    "cloud context at the end of each problem (handed to the link's background closer; a "
+    "`blocking-close` row waits for its round trip, as the loop did before; its own bar in "
     "latency_split.png, `close_s` in results.csv).",
     "`llm one-call`: the LLM writes reasoning and answer in one WRITE_ANSWER call from an empty "
     "transcript. Our contract is unary, so it is measured as one unary call: the same end-to-end "
@@ -105,6 +107,21 @@ def cost_section(summaries: Sequence[SystemSummary], run_info: dict[str, Any]) -
     ]
 
 
+def close_section(summaries: Sequence[SystemSummary]) -> list[str]:
+    """Background vs blocking close of the cloud context, side by side (when a blocking twin ran)."""
+    table = close_table(summaries)
+    if not table:
+        return []
+    return [
+        "## Closing the cloud context: background vs blocking", "",
+        table,
+        "`blocking`: the loop waits for the CLOSE round trip before it returns the answer (as before "
+        "the link's background closer); `background`: the close is queued and sent by the link's "
+        "worker thread while the next question starts. Both rows ran interleaved, problem by "
+        "problem, each over its own emulated link. `saved`: blocking minus background.", "",
+    ]
+
+
 def table_document(*, summaries: Sequence[SystemSummary], targets: Sequence[TargetCheck],
                    run_info: dict[str, Any]) -> str:
     """table.md: what was run, the table, how to read it, and the targets."""
@@ -123,6 +140,7 @@ def table_document(*, summaries: Sequence[SystemSummary], targets: Sequence[Targ
         *degraded_note(summaries),
         "",
         *cost_section(summaries, run_info),
+        *close_section(summaries),
         "## Targets",
         "",
         targets_table(targets) if targets else "No target could be measured with these systems.\n",

@@ -25,7 +25,7 @@ _COLOURS = {family: f"C{index}" for index, family in enumerate(FAMILIES)}  # the
 _SPLIT = (
     ("edge_compute_s", "edge compute"), ("network_s", "network"), ("cloud_queue_s", "cloud queue"),
     ("cloud_compute_s_per_problem", "cloud compute"),
-    ("close_s", "closing the cloud context\n(one blocking round trip)"),
+    ("close_s", "closing the cloud context\n(a round trip if blocking)"),
     ("other_s", "other: tokenizing, syncing,\nPython between calls"),
 )
 

@@ -27,7 +27,7 @@ class ProblemResult:
     network_s: float
     cloud_queue_s: float
     cloud_compute_s: float
-    close_s: float  # closing the cloud context at the end (a blocking round trip in the loop)
+    close_s: float  # closing the cloud context at the end (queuing it; a round trip when blocking)
     steps: int
     cloud_steps: int  # steps the LLM wrote (a rewritten draft counts here)
     degraded_steps: int

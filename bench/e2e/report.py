@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from bench.e2e.records import ProblemResult
+from bench.e2e.systems import BLOCKING_CLOSE_SUFFIX
 from edge_client.cost import Prices
 from glimp_common.errors import BadInputError
 
@@ -70,7 +71,7 @@ class SystemSummary:
     edge_compute_s: float  # the latency split, means per problem
     network_s: float
     cloud_queue_s: float
-    close_s: float  # closing the cloud context at the end of a problem
+    close_s: float  # closing the cloud context at the end of a problem (a blocking close: a round trip)
     other_s: float  # wall minus the parts above: tokenizing, syncing, Python between calls
 
     def one_line(self) -> str:
@@ -173,6 +174,41 @@ def cost_table(summaries: Sequence[SystemSummary], prices: Prices) -> str:
     """The cost of each system at `prices`, as GitHub Markdown."""
     lines = ["| " + " | ".join(COST_COLUMNS) + " |", "|" + "---|" * len(COST_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in cost_rows(summaries, prices)]
+    return "\n".join(lines) + "\n"
+
+
+CLOSE_COLUMNS = ("system", "close", "latency mean ms", "median ms", "p90 ms", "close ms/problem",
+                 "accuracy %")
+
+
+def close_pairs(summaries: Sequence[SystemSummary]) -> list[tuple[SystemSummary, SystemSummary]]:
+    """(background close, blocking close) for every blocking-close twin whose original ran."""
+    by_name = {s.name: s for s in summaries}
+    pairs = []
+    for twin in (s for s in summaries if s.family == "blocking-close"):
+        original = by_name.get(twin.name.removesuffix(BLOCKING_CLOSE_SUFFIX))
+        if original is not None:
+            pairs.append((original, twin))
+    return pairs
+
+
+def close_table(summaries: Sequence[SystemSummary]) -> str:
+    """Per-question latency with the context closed in the background vs by a blocking round trip;
+    "" when no blocking-close twin ran."""
+    pairs = close_pairs(summaries)
+    if not pairs:
+        return ""
+    lines = ["| " + " | ".join(CLOSE_COLUMNS) + " |", "|" + "---|" * len(CLOSE_COLUMNS)]
+    for original, twin in pairs:
+        for s, how in ((twin, "blocking"), (original, "background")):
+            lines.append(f"| {original.name} | {how} | {1e3 * s.latency_mean_s:.1f} | "
+                         f"{1e3 * s.latency_median_s:.1f} | {1e3 * s.latency_p90_s:.1f} | "
+                         f"{1e3 * s.close_s:.2f} | {100 * s.accuracy:.1f} |")
+        saved = twin.latency_mean_s - original.latency_mean_s
+        lines.append(f"| {original.name} | saved | {1e3 * saved:.1f} | "
+                     f"{1e3 * (twin.latency_median_s - original.latency_median_s):.1f} | "
+                     f"{1e3 * (twin.latency_p90_s - original.latency_p90_s):.1f} | "
+                     f"{1e3 * (twin.close_s - original.close_s):.2f} | |")
     return "\n".join(lines) + "\n"
 
 

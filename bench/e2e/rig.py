@@ -88,15 +88,16 @@ class BenchRig:
         assert self.server is not None, "start the rig first"
         return EdgeLink(self.server.grpc_url, self.server.config.grpc_port, self.config.link)
 
-    def backend(self, url: str, *, resend_full: bool = False) -> ResilientLLM:
+    def backend(self, url: str, *, resend_full: bool = False, blocking_close: bool = False) -> ResilientLLM:
         """A new client of the server, as `glimp run` uses it (retries, breaker; own channel and
         credential), already connected: the warm-up call runs before any clock does. Close it after use.
-        `resend_full`: the baseline link that resends the whole transcript on every call.
+        `resend_full`: the baseline link that resends the whole transcript on every call;
+        `blocking_close`: the baseline link that closes a context with a blocking round trip.
 
         Raises GlimpError when the server does not answer the warm-up call.
         """
         link = CloudLinkConfig(url, self.token, timeout_s=self.config.call_timeout_s)
-        llm = ResilientLLM(TritonLLM(link, resend_full=resend_full),
+        llm = ResilientLLM(TritonLLM(link, resend_full=resend_full, background_close=not blocking_close),
                            ResilienceConfig(background_sync=self.config.background_sync))
         llm.check()
         snapshot = llm.breaker_state()

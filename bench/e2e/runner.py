@@ -8,7 +8,8 @@ has its own link emulator, cloud client and policy, so nothing leaks between the
 Order: the dev-set calibration (when a system needs it); group 1: the baselines and GlimpRouter's
 sweeps; group 2: random, step-average and verify matched to the cloud share each GlimpRouter
 share setting reached, fixed-threshold verify, and the full-resend twins of the best GlimpRouter
-row and of the step-wise LLM. Every system sees the same problems with the same random streams.
+row and of the step-wise LLM. The blocking-close twins of GlimpRouter's rows run in group 1, beside
+their originals. Every system sees the same problems with the same random streams.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from bench.e2e.systems import (
     MATCHED_FAMILIES,
     SystemSpec,
     baseline_systems,
+    blocking_close_twin,
     matched_systems,
     resend_twin,
     share_systems,
@@ -91,7 +93,10 @@ class BenchPlan:
         count += len(self.verify_thresholds) * ("verify" in self.families)
         glimp_runs = any(f in self.families for f in GLIMP_FAMILIES)
         resends = int(glimp_runs) + int("llm-steps" in self.families)
-        return count + resends * ("resend" in self.families)
+        glimp_rows = len(self.taus) * ("glimp-tau" in self.families) \
+            + len(self.shares) * ("glimp-share" in self.families)
+        closes = glimp_rows * ("blocking-close" in self.families)
+        return count + resends * ("resend" in self.families) + closes
 
 
 OnSystem = Callable[[list[SystemRun], DevEntropies | None], None]
@@ -116,6 +121,8 @@ def run_plan(rig: BenchRig, plan: BenchPlan, problems: Sequence[BenchProblem],
     if "glimp-share" in plan.families:
         assert dev is not None and rig.slm is not None
         first += share_systems(plan.shares, dev.calibration(rig.slm, plan.shares[0]))
+    if "blocking-close" in plan.families:  # interleaved with their originals: the same load on both
+        first += [blocking_close_twin(s) for s in first if s.family in GLIMP_FAMILIES]
     runner.run_group(first)
     second = _matched(plan, runner.runs, dev)
     second += verify_systems(plan.verify_thresholds) if "verify" in plan.families else []
@@ -178,7 +185,8 @@ class _Lane:
         self.router: EdgeRouter | None = None
         self.policy = "one WRITE_ANSWER call"
         if spec.uses_llm:
-            self.llm = rig.backend(self.link.url, resend_full=spec.resend_full)  # warm: connected, checked
+            self.llm = rig.backend(self.link.url, resend_full=spec.resend_full,  # warm: connected, checked
+                                   blocking_close=spec.blocking_close)
             self.timer = CloseTimer(self.llm)
         if spec.make_policy is not None:
             policy = spec.make_policy()

@@ -19,6 +19,9 @@ Families (the names `--systems` takes):
                  the dev set to GlimpRouter's reached share (and any fixed thresholds asked for)
   resend         the best GlimpRouter setting again over a link that resends the whole
                  transcript on every call (the uplink baseline)
+  blocking-close (not in "all") every GlimpRouter row again, interleaved with it, over a link that
+                 closes each finished context with a blocking round trip before the answer
+                 returns, as the loop did before the link's background closer
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ FAMILIES = (
     "slm", "llm-one-call", "llm-steps", "glimp-tau", "glimp-share", "random", "step-average", "verify",
     "resend",
 )
+# Asked for by name only: a side-by-side figure, not a row of the paper's table.
+EXTRA_FAMILIES = ("blocking-close",)
 GLIMP_FAMILIES = ("glimp-tau", "glimp-share")
 MATCHED_FAMILIES = ("random", "step-average", "verify")
 
@@ -62,13 +67,15 @@ class SystemSpec:
     make_policy: Callable[[], RoutingPolicy] | None  # fresh policy per run; None: one LLM call
     answer_by: str = "llm"  # who writes the final answer ("llm" as in the paper)
     resend_full: bool = False  # the cloud link resends the whole transcript on every call
+    blocking_close: bool = False  # the cloud link closes a context with a blocking round trip
     matched_to: str = ""  # the GlimpRouter row whose reached cloud share this row copies
 
     def __post_init__(self) -> None:
         if not self.name.strip():
             raise BadInputError("a system needs a name")
-        if self.family not in FAMILIES:
-            raise BadInputError(f"unknown system family {self.family!r}; choose from {', '.join(FAMILIES)}")
+        if self.family not in (*FAMILIES, *EXTRA_FAMILIES):
+            raise BadInputError(f"unknown system family {self.family!r}; choose from "
+                                f"{', '.join((*FAMILIES, *EXTRA_FAMILIES))}")
         if self.answer_by not in ANSWER_WRITERS:
             raise BadInputError(
                 f"answer_by must be one of {', '.join(ANSWER_WRITERS)}, got {self.answer_by!r}"
@@ -86,14 +93,18 @@ class SystemSpec:
 
 
 def parse_families(text: str) -> tuple[str, ...]:
-    """`--systems a,b,...` (or "all") -> families in the order they run; BadInputError if unknown."""
+    """`--systems a,b,...` (or "all") -> families in the order they run; BadInputError if unknown.
+
+    "all" is every family but the extra ones (`EXTRA_FAMILIES`), which may be added to it.
+    """
     names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names or names == ["all"]:
-        return FAMILIES
-    unknown = [n for n in names if n not in FAMILIES]
+    every = (*FAMILIES, *EXTRA_FAMILIES)
+    unknown = [n for n in names if n not in (*every, "all")]
     if unknown:
-        raise BadInputError(f"unknown system(s) {', '.join(unknown)}; choose from all, {', '.join(FAMILIES)}")
-    return tuple(f for f in FAMILIES if f in names)
+        raise BadInputError(f"unknown system(s) {', '.join(unknown)}; choose from all, {', '.join(every)}")
+    if not names or "all" in names:
+        return (*FAMILIES, *(f for f in EXTRA_FAMILIES if f in names))
+    return tuple(f for f in every if f in names)
 
 
 def baseline_systems(families: Sequence[str]) -> list[SystemSpec]:
@@ -147,6 +158,14 @@ def verify_systems(thresholds: Sequence[float]) -> list[SystemSpec]:
 def resend_twin(spec: SystemSpec) -> SystemSpec:
     """The same system over a link that resends the whole transcript on every call."""
     return replace(spec, name=f"{spec.name} full-resend", family="resend", resend_full=True)
+
+
+BLOCKING_CLOSE_SUFFIX = " blocking-close"
+
+
+def blocking_close_twin(spec: SystemSpec) -> SystemSpec:
+    """The same system over a link whose context close is a blocking round trip (the old loop)."""
+    return replace(spec, name=spec.name + BLOCKING_CLOSE_SUFFIX, family="blocking-close", blocking_close=True)
 
 
 # Factories as closures over validated parameters: a policy with state (random) is built fresh

@@ -5,6 +5,7 @@
 - `kserve`: one StepRequest into a KServe ModelInferRequest, one StepReply out of the response;
 - `delta`: `TritonConversation`, the server's view of a context, the delta it sends, the one
   full resend after a mismatch;
+- `closer`: `BackgroundCloser`, the worker that sends finished contexts' CLOSE off the answer's path;
 - `triton`: `TritonLLM`, the bare `LLMBackend` over one link;
 - `retry`, `breaker`, `health`: which errors are retried, the circuit breaker, the monitor that
   pings the cloud while the breaker is open;

@@ -4,6 +4,8 @@ A `TritonConversation` remembers the appended text the server holds and its dige
 only the rest; when the server answers with a mismatch (unknown context, other length or
 digest), it resends the whole transcript once with create=true. That one resend is the only
 retry here: transport retries, the breaker and offline mode live in `edge_client.link.resilient`.
+A closed conversation is done: its CLOSE may still be on its way (`edge_client.link.closer`), so
+reusing its context id could have a late close delete what a new call created.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import secrets
 from collections.abc import Sequence
 
 from edge_client.errors import BadInputError, CloudError, ContextMismatchError
+from edge_client.link.closer import BackgroundCloser
 from edge_client.link.transport import Exchange, TritonLink
 from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest, empty_score_reply
 from onnx_lm import ChatMessage, SamplingParams
@@ -34,11 +37,12 @@ class TritonConversation:
     """One context on the server; `call` takes the whole transcript and sends the delta.
 
     `resend_full` (a benchmark baseline) sends the whole transcript on every call instead, as a
-    link without a server-side context must.
+    link without a server-side context must. `closer` sends `close()`'s CLOSE in the background;
+    None: `close()` makes the round trip itself (the blocking baseline).
     """
 
     def __init__(self, link: TritonLink, client_key: bytes, messages: Sequence[ChatMessage], *,
-                 resend_full: bool = False) -> None:
+                 resend_full: bool = False, closer: BackgroundCloser | None = None) -> None:
         if not messages:
             raise BadInputError("a conversation needs at least one prompt message")
         self._link = link
@@ -50,6 +54,8 @@ class TritonConversation:
         # call): the next call re-creates it, and that full resend is a resync like any other.
         self._doubted = False
         self._resend_full = resend_full
+        self._closer = closer
+        self._closed = False  # closed or discarded: no more calls (a close may still be in flight)
         self._held_text = ""  # the appended text the server holds (as far as we know)
         self._held = TranscriptDigest(self._pairs())
         # A next turn not yet sent: the NextTurn and the base it applies to (see `next_turn`).
@@ -62,6 +68,7 @@ class TritonConversation:
 
     def call(self, request: LLMRequest, timeout_s: float | None = None) -> LLMReply:
         """Run `request` on the server. Raises CloudError subclasses (see edge_client.errors)."""
+        self._refuse_if_closed()
         if (empty := empty_score_reply(request)) is not None:
             return empty
         # A first call creates the context; a transcript that no longer extends what the server
@@ -95,6 +102,7 @@ class TritonConversation:
         it, a stop string cut it) or a turn is still unsent, the next call re-creates the context
         from the whole conversation instead, under the same id: the server keeps the KV they share.
         """
+        self._refuse_if_closed()
         if not messages:
             raise BadInputError("a next turn needs at least one new message")
         base, held = self._held.view(), self._held_text
@@ -113,16 +121,32 @@ class TritonConversation:
         """Nothing to push: the bare link sends the text with the next call (see ResilientConversation)."""
 
     def close(self) -> None:
-        """Free the server's copy (best effort: a failure here only leaves it to the idle TTL)."""
-        if not (self._created or self._doubted):
+        """Free the server's copy; returns at once when a closer sends it (see `BackgroundCloser`).
+
+        Best effort: a failure here only leaves the context to the server's idle TTL. The
+        conversation takes no calls afterwards.
+        """
+        if self._closed:
+            return
+        known = self._created or self._doubted  # a context of ours exists on the server
+        self.discard()
+        if not known:
             return
         close = pb.StepRequest(protocol_version=PROTOCOL_VERSION, context_id=self.context_id,
                                client_key=self._client_key, action=pb.CLOSE)
-        try:
-            self._link.exchange(close)
-        except CloudError as exc:
-            log.debug("closing context %s failed: %s", self.context_id[:8], exc)
+        if self._closer is not None:
+            self._closer.submit(close)
+        else:
+            send_close(self._link, close)
+
+    def discard(self) -> None:
+        """Forget the context without telling the server (it expires there); no calls afterwards."""
+        self._closed = True
         self._created = self._doubted = False
+
+    def _refuse_if_closed(self) -> None:
+        if self._closed:
+            raise BadInputError(f"context {self.context_id[:8]} is closed; open a new conversation")
 
     def _pairs(self) -> list[tuple[str, str]]:
         return [(m.role, m.content) for m in self.messages]
@@ -163,6 +187,14 @@ class TritonConversation:
             # Should not happen; the next call re-creates the context rather than build on a doubt.
             log.warning("context %s: the server's state differs from ours after a call", self.context_id[:8])
             self._created, self._doubted = False, True
+
+
+def send_close(link: TritonLink, close: pb.StepRequest) -> None:
+    """One CLOSE round trip; a failure is only logged (the server's idle TTL frees the context)."""
+    try:
+        link.exchange(close)
+    except CloudError as exc:
+        log.debug("closing context %s failed: %s", close.context_id[:8], exc)
 
 
 def _sampling(params: SamplingParams) -> pb.Sampling:

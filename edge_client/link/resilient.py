@@ -169,6 +169,8 @@ class ResilientLLM:
         return ResilientConversation(self, self.llm.open(messages))
 
     def close(self) -> None:
+        """Stop the monitor and the sync worker, send the context closes still queued (a short
+        bounded wait: see `TritonLLM.close`), close the channel."""
         self.monitor.stop()
         if self._sync_pool is not None:
             self._sync_pool.shutdown(wait=True, cancel_futures=True)
@@ -284,12 +286,15 @@ class ResilientConversation:
             inflight.result(timeout_s)
 
     def close(self) -> None:
-        """Free the server's copy; skipped while the cloud is down (it expires there by itself)."""
+        """Free the server's copy (sent in the background unless the link says otherwise); skipped
+        while the cloud is down (it expires there by itself). No calls afterwards."""
         with self._state_lock:
             self._pending = None
         with self._call_lock:
             if self._owner.breaker.state == BreakerState.CLOSED:
                 self._inner.close()
+            else:
+                self._inner.discard()
 
     # ---- the guarded call ------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bench.e2e.records import ProblemResult
-from bench.e2e.report import SystemRun, csv_text, markdown_table, summarize, table_rows
+from bench.e2e.report import SystemRun, close_table, csv_text, markdown_table, summarize, table_rows
 from bench.e2e.targets import best_glimp, check_targets
 
 BASE = ProblemResult(
@@ -138,3 +138,14 @@ def test_without_an_all_cloud_system_the_ratios_are_dashes() -> None:
 
     glimp = summarize(_run("glimp tau=0.3", "glimp-tau", [replace(BASE, cloud_input_tokens=40)]))
     assert cost_rows([glimp], Prices(1.0, 4.0))[0][-2:] == ["-", "-"]
+
+
+def test_the_close_table_sets_each_blocking_twin_beside_its_original() -> None:
+    background = summarize(_run("glimp tau=0.3", "glimp-tau", [replace(BASE, wall_s=0.10, close_s=0.0001)]))
+    blocking = summarize(_run("glimp tau=0.3 blocking-close", "blocking-close",
+                              [replace(BASE, wall_s=0.15, close_s=0.05)]))
+    assert close_table([background]) == ""  # no twin ran: no section
+    rows = close_table([background, blocking]).splitlines()
+    assert rows[2].startswith("| glimp tau=0.3 | blocking | 150.0 |")
+    assert rows[3].startswith("| glimp tau=0.3 | background | 100.0 |")
+    assert rows[4].startswith("| glimp tau=0.3 | saved | 50.0 | 50.0 | 50.0 | 49.90 |")

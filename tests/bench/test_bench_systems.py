@@ -10,6 +10,7 @@ from bench.e2e.systems import (
     FAMILIES,
     SystemSpec,
     baseline_systems,
+    blocking_close_twin,
     matched_systems,
     parse_families,
     resend_twin,
@@ -94,3 +95,15 @@ def test_plan_counts_its_systems_and_matches_verify_only_where_asked() -> None:
     assert BenchPlan(("slm", "verify")).needs_dev and not BenchPlan(("slm", "glimp-tau")).needs_dev
     with pytest.raises(BadInputError, match="not among the shares"):
         BenchPlan(FAMILIES, shares=(0.1,), verify_shares=(0.2,))
+
+
+def test_blocking_close_twins_are_asked_for_by_name_and_counted() -> None:
+    assert "blocking-close" not in parse_families("all")  # a side-by-side figure, not a table row
+    assert parse_families("all,blocking-close")[-1] == "blocking-close"
+    assert parse_families("blocking-close,glimp-tau") == ("glimp-tau", "blocking-close")
+    twin = blocking_close_twin(threshold_systems([0.3])[0])
+    assert (twin.name, twin.family, twin.blocking_close) == ("glimp tau=0.3 blocking-close", "blocking-close",
+                                                             True)
+    # one twin per GlimpRouter row (2 taus + 1 share), beside the rows themselves
+    plan = BenchPlan(("glimp-tau", "glimp-share", "blocking-close"), taus=(0.1, 0.3), shares=(0.2,))
+    assert plan.system_count() == 2 + 1 + 3
