@@ -237,12 +237,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         router = EdgeRouter.from_folders(args.slm, llm, config, session)
         result = router.answer(args.question, on_event=StreamPrinter(sys.stdout))
+        print()
+        print(f"answer: {result.answer.strip()}", flush=True)  # before the link's close drains
+        print(render_summary(result, prices(args)))
     finally:
         if llm is not None:
-            llm.close()  # the cloud link's health monitor and channel
-    print()
-    print(f"answer: {result.answer.strip()}")
-    print(render_summary(result, prices(args)))
+            llm.close()  # the cloud link's health monitor, the context's queued close, the channel
     if args.json_path:
         Path(args.json_path).write_text(result.to_json(), encoding="utf-8")
         print(f"trace: {args.json_path}")
