@@ -93,11 +93,17 @@ def prompt_ids(folder: Path, count: int) -> list[int]:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    text = PROMPT_TEXT * (count // len(PROMPT_TEXT) + 1)
-    ids = tokenizer.encode(text, add_special_tokens=False).ids[:count]
-    if len(ids) != count:
-        raise bad_input(f"the prompt gave {len(ids)} tokens under {folder}'s tokenizer, {count} wanted")
-    return list(ids)
+    # A character tokenizer gives a token per character, a real BPE one several characters per
+    # token: repeat the text until it covers `count` tokens, whichever it is.
+    ids: list[int] = []
+    copies = count // len(PROMPT_TEXT) + 1
+    while len(ids) < count:
+        before = len(ids)
+        ids = tokenizer.encode(PROMPT_TEXT * copies, add_special_tokens=False).ids
+        if len(ids) == before:
+            raise bad_input(f"the prompt gives no tokens under {folder}'s tokenizer")
+        copies *= 2
+    return list(ids[:count])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -283,7 +283,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    genai = None if args.no_genai else args.genai_venv
+    # Absolute: the worker runs the venv's python from another working directory.
+    genai = None if args.no_genai else args.genai_venv.absolute()
     if genai is not None and not (genai / "bin" / "python").is_file():
         raise bad_input(
             f"no genai venv at {genai}: run `bash bench/decode/setup_genai_venv.sh` or pass --no-genai"

@@ -114,3 +114,16 @@ def test_gpu_checks_pass_on_the_tiny_model(tiny_qwen3_dir: Path, tmp_path: Path)
     )
     failed = [(c.name, c.figures) for c in report.checks if not c.passed]
     assert not failed
+
+
+def test_a_relative_genai_venv_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / "venv" / "bin" / "python").touch()
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser()
+    decode_speed.configure_parser(parser)
+    config = decode_speed.config_from_args(parser.parse_args(["--genai-venv", "venv"]))
+    # The genai worker runs from another working directory: a relative path would not be found.
+    assert config.genai_venv == tmp_path / "venv"

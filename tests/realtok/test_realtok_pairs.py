@@ -219,3 +219,12 @@ def test_the_cloud_engine_opens_and_closes_its_own_thinking(qwen3_dir: Path) -> 
     answer = create(pb.WRITE_ANSWER, "First step.\n\nThen more:\n\n")
     assert answer.text == "\n\n42"
     assert answer.state.length_bytes == len(b"First step.\n\nThen more:\n\n\n\n42")
+
+
+@pytest.mark.parametrize("count", [32, 512])
+def test_the_decode_bench_prompt_has_its_length_under_a_real_tokenizer(real_tokenizers: dict[str, Path],
+                                                                       count: int) -> None:
+    from bench.decode.common import prompt_ids
+
+    for name in ("qwen3", "llama3"):
+        assert len(prompt_ids(real_tokenizers[name], count)) == count, name
