@@ -260,8 +260,34 @@ def _cpu_jiffies() -> tuple[int, int] | None:
 
 
 def _own_cpu_s() -> float:
-    times = os.times()  # children count once waited for (the genai worker is, before the end)
-    return times.user + times.system + times.children_user + times.children_system
+    """CPU seconds of this process and its children: the waited-for ones (os.times) and the ones
+    still running (a contender's worker, such as onnxruntime-genai's, is not waited for until the
+    run ends: without it, its CPU would count as another process's load)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system + _live_children_cpu_s()
+
+
+def _live_children_cpu_s() -> float:
+    """user + system CPU seconds of the running descendants of this process, from /proc."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            # Fields after the command's closing parenthesis: state, ppid, ... utime (12), stime (13).
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile, or not readable
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    me, total = os.getpid(), 0.0
+    for pid in cpu:
+        ancestor = parents.get(pid)
+        while ancestor is not None and ancestor not in (me, 0, 1):
+            ancestor = parents.get(ancestor)
+        if ancestor == me:
+            total += cpu[pid]
+    return total
 
 
 class LoadMeter:

@@ -108,10 +108,11 @@ def ensure_export(config: RunConfig, checkpoint: Path, precision: str) -> tuple[
     wait_for_memory(need, f"the {name} export", config.max_wait_s)
     command = [str(Path(sys.executable).parent / "glimp"), "export", str(checkpoint), str(folder), "--force"]
     command += EXPORT_FLAGS[precision] + (["--graph", config.graph] if config.graph != "optimum" else [])
+    free_before = available_gb()
     record = measured_run(command, config.work_dir / f"{name}.export.log")
     if record.get("returncode") != 0 or not (folder / "manifest.json").is_file():
         raise SystemExit(f"realsize: {shlex.join(command)} failed; see {record['log']}")
-    record["available_gb_before"] = available_gb()
+    record["available_gb_before"] = free_before
     record_path.write_text(json.dumps(record, indent=1))
     return folder, record
 

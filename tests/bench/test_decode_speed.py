@@ -127,3 +127,20 @@ def test_a_relative_genai_venv_is_made_absolute(tmp_path: Path, monkeypatch: pyt
     config = decode_speed.config_from_args(parser.parse_args(["--genai-venv", "venv"]))
     # The genai worker runs from another working directory: a relative path would not be found.
     assert config.genai_venv == tmp_path / "venv"
+
+
+def test_the_load_meter_counts_a_running_child_as_this_run_not_as_other_load() -> None:
+    import subprocess
+    import sys
+
+    from bench.decode.common import _own_cpu_s
+
+    before = _own_cpu_s()
+    busy = ("import time\nend = time.process_time() + 1.0\n"
+            "while time.process_time() < end: pass\nprint('done')")
+    child = subprocess.Popen([sys.executable, "-c", busy], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "done\n"  # spun, not yet waited for
+        assert _own_cpu_s() - before >= 0.9
+    finally:
+        child.wait()
