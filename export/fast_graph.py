@@ -22,6 +22,7 @@ quantized: MatMulNBits and GatherBlockQuantized read the same bytes).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,9 +141,38 @@ class _Builder:
                     domain=MS_DOMAIN, epsilon=self.spec.rms_norm_eps)
         return normed, summed
 
-    def linear(self, x: str, prefix: str, weight: NDArray[np.float32] | None = None) -> str:
-        """x @ W.T (+ bias if the checkpoint has one) for the Linear `prefix` ([out, in] weight)."""
-        w = self.w.get(f"{prefix}.weight") if weight is None else weight
+    def fused_linear(self, x: str, prefixes: Sequence[str], name: str) -> list[str]:
+        """The Linears `prefixes` of one input as one MatMul (their [out, in] weights stacked,
+        named `name`), split back into their outputs: one weight read and one kernel per step
+        instead of several, as onnxruntime-genai's builder writes q/k/v and gate/up. Block
+        quantization runs along each row, so stacking rows quantizes each weight as alone."""
+        weights = [self.w.get(f"{prefix}.weight") for prefix in prefixes]
+        fused = self.linear(x, name, np.concatenate(weights), self._stacked_bias(prefixes, weights))
+        sizes = self.g.const([w.shape[0] for w in weights])
+        outputs = self.g.names("split", len(weights))
+        self.g.node("Split", [fused, sizes], outputs, axis=-1)
+        return outputs
+
+    def _stacked_bias(
+        self, prefixes: Sequence[str], weights: list[NDArray[np.float32]]
+    ) -> NDArray[np.float32] | None:
+        """The biases of `prefixes` stacked as their weights are (zeros for one without); None
+        when none has a bias."""
+        if not any(self.w.has(f"{prefix}.bias") for prefix in prefixes):
+            return None
+        return np.concatenate([
+            self.w.get(f"{prefix}.bias") if self.w.has(f"{prefix}.bias") else np.zeros(w.shape[0], np.float32)
+            for prefix, w in zip(prefixes, weights, strict=True)
+        ])
+
+    def linear(self, x: str, prefix: str, weight: NDArray[np.float32] | None = None,
+               bias: NDArray[np.float32] | None = None) -> str:
+        """x @ W.T (+ bias) for the Linear `prefix` ([out, in] weight), read from the checkpoint
+        unless `weight` (and then `bias`) are given."""
+        if weight is None:
+            weight = self.w.get(f"{prefix}.weight")
+            bias = self.w.get(f"{prefix}.bias") if self.w.has(f"{prefix}.bias") else None
+        w = weight
         n, k = w.shape
         if self.plan.quantizes(k):
             assert self.plan.bits is not None
@@ -157,9 +187,9 @@ class _Builder:
         else:
             transposed = self.g.weight(f"{prefix}.weight_t", w.T.astype(self.plan.float_dtype))
             out = self.g.one("MatMul", [x, transposed])
-        if self.w.has(f"{prefix}.bias"):
-            bias: NDArray[np.generic] = self.w.get(f"{prefix}.bias").astype(self.plan.float_dtype)
-            out = self.g.one("Add", [out, self.g.weight(f"{prefix}.bias", bias)])
+        if bias is not None:
+            stored = self.g.weight(f"{prefix}.bias", bias.astype(self.plan.float_dtype))
+            out = self.g.one("Add", [out, stored])
         return out
 
     def _head_norm(self, prefix: str, x: str, heads: int) -> str:
@@ -175,9 +205,7 @@ class _Builder:
         spec, g = self.spec, self.g
         past = [f"past_key_values.{layer}.key", f"past_key_values.{layer}.value"]
         attn = f"{prefix}.self_attn"
-        q = self.linear(x, f"{attn}.q_proj")
-        k = self.linear(x, f"{attn}.k_proj")
-        v = self.linear(x, f"{attn}.v_proj")
+        q, k, v = self.fused_linear(x, [f"{attn}.{p}_proj" for p in "qkv"], f"{attn}.qkv_proj")
         if spec.qk_norm:
             q = self._head_norm(f"{attn}.q_norm", q, spec.num_heads)
             k = self._head_norm(f"{attn}.k_norm", k, spec.num_kv_heads)
@@ -197,8 +225,8 @@ class _Builder:
 
     def _mlp(self, prefix: str, x: str) -> str:
         g = self.g
-        gate = self.linear(x, f"{prefix}.mlp.gate_proj")
-        up = self.linear(x, f"{prefix}.mlp.up_proj")
+        gate, up = self.fused_linear(x, [f"{prefix}.mlp.gate_proj", f"{prefix}.mlp.up_proj"],
+                                     f"{prefix}.mlp.gate_up_proj")
         silu = g.one("Mul", [gate, g.one("Sigmoid", [gate])])
         return self.linear(g.one("Mul", [silu, up]), f"{prefix}.mlp.down_proj")
 

@@ -125,7 +125,8 @@ def test_int4_graph_quantizes_projections_embedding_and_head(family_exports: dic
     ops = _ops(family_exports["int4"])
     layers = SHAPES["tiny"].num_layers
     assert manifest.quantization == "int4-block32" and manifest.graph == "fast"
-    assert ops["MatMulNBits"] == 7 * layers + 1  # q, k, v, o, gate, up, down; lm_head
+    assert ops["MatMulNBits"] == 4 * layers + 1  # q/k/v fused, o, gate/up fused, down; lm_head
+    assert ops["Split"] == 2 * layers  # the fused q/k/v and gate/up outputs
     assert ops["GatherBlockQuantized"] == 1 and ops["MatMul"] == 0
     assert ops["Gather"] == 1  # only the attention mask's width: the embedding is quantized
     assert ops["GroupQueryAttention"] == layers
