@@ -3,8 +3,8 @@
 The graph onnxruntime-genai's model builder writes, in the project's own IO names: per layer one
 com.microsoft GroupQueryAttention with rotary inside (do_rotary=1 from cos/sin caches), the
 norms fused (SimplifiedLayerNormalization, then SkipSimplifiedLayerNormalization which also adds
-the residual), SwiGLU as Sigmoid/Mul, and MatMul / MatMulNBits for the projections. About 16
-nodes a layer instead of optimum's ~140.
+the residual), SwiGLU as Sigmoid/Mul, and MatMul / MatMulNBits for the projections, q/k/v and
+gate/up each one MatMul split after. About 16 nodes a layer instead of optimum's ~140.
 
 IO is optimum's, so the runtime's one loop drives both graphs: `input_ids` [batch, seq],
 `attention_mask` [batch, past + seq] (ones), `past_key_values.{i}.key|value` [batch, kv_heads,
