@@ -133,8 +133,6 @@ class Cut:
     w: NDArray[np.float64]
     levels: list[_Level] = field(default_factory=list)
     head: NDArray[np.intp] = field(default_factory=lambda: np.empty(0, np.intp))  # kept, stable order
-    head_cum: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))  # their running mass
-    kept_mass: float = 0.0  # M: what a uniform draw is scaled to
 
     def ids(self) -> NDArray[np.intp]:
         """Every kept id, ascending."""
@@ -159,7 +157,7 @@ def find_cut(ws: Weights, top_p: float) -> Cut:
     if top_p >= 1.0:
         level = _first_level(ws.w)
         level.cut_bin = len(level.cum_mass)
-        return Cut(ws.w, [level], kept_mass=float(level.cum_mass[-1]))
+        return Cut(ws.w, [level])
     return _bin_cut(ws, top_p) or _sorted_cut(ws, top_p)
 
 
@@ -210,7 +208,7 @@ def _head_cut(
     before = float(running[c - 1]) if c else above
     if before >= target - margin:
         return None
-    return Cut(ws.w, levels, order[: c + 1], head_cum[: c + 1], float(running[c]))
+    return Cut(ws.w, levels, order[: c + 1])
 
 
 def _margin(ws: Weights) -> float:
@@ -223,7 +221,7 @@ def _sorted_cut(ws: Weights, top_p: float) -> Cut:
     order = np.argsort(-ws.w, kind="stable")
     cum = np.cumsum(ws.w[order])
     keep = min(int(np.searchsorted(cum, ws.target(top_p), side="left")) + 1, cum.size)
-    return Cut(ws.w, [], order[:keep], cum[:keep], float(cum[keep - 1]))
+    return Cut(ws.w, [], order[:keep])
 
 
 def draw(cut: Cut, rng: np.random.Generator) -> int:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from cloud_service.launcher import pick_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SLM, LLM = ROOT / "models/toy-pair/slm", ROOT / "models/toy-pair/llm"
@@ -42,9 +43,7 @@ def test_chat_refuses_a_missing_slm_with_one_line() -> None:
 
 
 def test_chat_against_a_cloud_that_is_down_fails_before_the_first_prompt() -> None:
-    with socket.socket() as probe:  # a port nothing listens on once closed
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = pick_free_port()  # nothing listens there
     done = subprocess.run([*GLIMP, "--llm-url", f"127.0.0.1:{port}"], input="12+7*3-5\n", capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 2, (done.stdout, done.stderr)
@@ -55,9 +54,7 @@ def test_chat_against_a_cloud_that_is_down_fails_before_the_first_prompt() -> No
 
 
 def test_chat_with_offline_ok_answers_degraded_on_a_cloud_that_is_down() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = pick_free_port()
     done = subprocess.run([*GLIMP, "--llm-url", f"127.0.0.1:{port}", "--offline-ok", "--answer-by", "slm"],
                           input="12+7*3-5\n", capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
