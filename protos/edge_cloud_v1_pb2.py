@@ -24,35 +24,39 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64ge_cloud_v1.proto\x12\x08glimp.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"7\n\x0fTranscriptState\x12\x14\n\x0clength_bytes\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\"J\n\x08Sampling\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xe9\x02\n\x0bStepRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\ncontext_id\x18\x02 \x01(\t\x12\x12\n\nclient_key\x18\x03 \x01(\x0c\x12\x0e\n\x06\x63reate\x18\x04 \x01(\x08\x12\'\n\x08messages\x18\x05 \x03(\x0b\x32\x15.glimp.v1.ChatMessage\x12\'\n\x04\x62\x61se\x18\x06 \x01(\x0b\x32\x19.glimp.v1.TranscriptState\x12\x10\n\x08new_text\x18\x07 \x01(\t\x12 \n\x06\x61\x63tion\x18\x08 \x01(\x0e\x32\x10.glimp.v1.Action\x12$\n\x08sampling\x18\t \x01(\x0b\x32\x12.glimp.v1.Sampling\x12\x0c\n\x04stop\x18\n \x03(\t\x12\x12\n\nmax_tokens\x18\x0b \x01(\r\x12\x13\n\x0bscore_bytes\x18\x0c \x01(\r\x12%\n\tnext_turn\x18\x0e \x01(\x0b\x32\x12.glimp.v1.NextTurn\"P\n\x08NextTurn\x12\x1b\n\x13\x61nswer_offset_bytes\x18\x01 \x01(\x04\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.glimp.v1.ChatMessage\"\x9e\x01\n\rServerTimings\x12\x0f\n\x07queue_s\x18\x01 \x01(\x01\x12\x11\n\tcompute_s\x18\x02 \x01(\x01\x12\x15\n\rreused_tokens\x18\x03 \x01(\r\x12\x16\n\x0eprefill_tokens\x18\x04 \x01(\r\x12\x11\n\tprefill_s\x18\x05 \x01(\x01\x12\x15\n\rdecode_tokens\x18\x06 \x01(\r\x12\x10\n\x08\x64\x65\x63ode_s\x18\x07 \x01(\x01\"\xdb\x01\n\nStepResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x0bstop_reason\x18\x02 \x01(\x0e\x32\x14.glimp.v1.StopReason\x12\x13\n\x0bstop_string\x18\x03 \x01(\t\x12(\n\x05state\x18\x04 \x01(\x0b\x32\x19.glimp.v1.TranscriptState\x12(\n\x07timings\x18\x05 \x01(\x0b\x32\x17.glimp.v1.ServerTimings\x12\x14\n\x0cmean_logprob\x18\x06 \x01(\x01\x12\x15\n\rscored_tokens\x18\x07 \x01(\r\"\xdd\x01\n\x0f\x43ontextMismatch\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.glimp.v1.ContextMismatch.Kind\x12/\n\x0cserver_state\x18\x02 \x01(\x0b\x32\x19.glimp.v1.TranscriptState\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"[\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fUNKNOWN_CONTEXT\x10\x01\x12\x13\n\x0fLENGTH_MISMATCH\x10\x02\x12\x13\n\x0f\x44IGEST_MISMATCH\x10\x03\"m\n\tStepReply\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x14.glimp.v1.StepResultH\x00\x12-\n\x08mismatch\x18\x02 \x01(\x0b\x32\x19.glimp.v1.ContextMismatchH\x00\x42\t\n\x07outcome*d\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nWRITE_STEP\x10\x01\x12\x10\n\x0cWRITE_ANSWER\x10\x02\x12\n\n\x06\x41\x42SORB\x10\x03\x12\t\n\x05\x43LOSE\x10\x04\x12\t\n\x05SCORE\x10\x05*a\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTOP_STRING\x10\x01\x12\x07\n\x03\x45OS\x10\x02\x12\x0e\n\nMAX_TOKENS\x10\x03\x12\x0c\n\x08\x41\x42SORBED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x65\x64ge_cloud_v1.proto\x12\x08glimp.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"K\n\x0fTranscriptState\x12\x14\n\x0clength_bytes\x18\x01 \x01(\x04\x12\x0e\n\x06\x64igest\x18\x02 \x01(\t\x12\x12\n\ndigest_raw\x18\x03 \x01(\x0c\"J\n\x08Sampling\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\r\n\x05top_p\x18\x02 \x01(\x02\x12\x11\n\x04seed\x18\x03 \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\xf9\x02\n\x0bStepRequest\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x12\n\ncontext_id\x18\x02 \x01(\t\x12\x12\n\nclient_key\x18\x03 \x01(\x0c\x12\x0e\n\x06\x63reate\x18\x04 \x01(\x08\x12\'\n\x08messages\x18\x05 \x03(\x0b\x32\x15.glimp.v1.ChatMessage\x12\'\n\x04\x62\x61se\x18\x06 \x01(\x0b\x32\x19.glimp.v1.TranscriptState\x12\x10\n\x08new_text\x18\x07 \x01(\t\x12 \n\x06\x61\x63tion\x18\x08 \x01(\x0e\x32\x10.glimp.v1.Action\x12$\n\x08sampling\x18\t \x01(\x0b\x32\x12.glimp.v1.Sampling\x12\x0c\n\x04stop\x18\n \x03(\t\x12\x12\n\nmax_tokens\x18\x0b \x01(\r\x12\x13\n\x0bscore_bytes\x18\x0c \x01(\r\x12%\n\tnext_turn\x18\x0e \x01(\x0b\x32\x12.glimp.v1.NextTurn\x12\x0e\n\x06stream\x18\x0f \x01(\x08\"P\n\x08NextTurn\x12\x1b\n\x13\x61nswer_offset_bytes\x18\x01 \x01(\x04\x12\'\n\x08messages\x18\x02 \x03(\x0b\x32\x15.glimp.v1.ChatMessage\"\x9e\x01\n\rServerTimings\x12\x0f\n\x07queue_s\x18\x01 \x01(\x01\x12\x11\n\tcompute_s\x18\x02 \x01(\x01\x12\x15\n\rreused_tokens\x18\x03 \x01(\r\x12\x16\n\x0eprefill_tokens\x18\x04 \x01(\r\x12\x11\n\tprefill_s\x18\x05 \x01(\x01\x12\x15\n\rdecode_tokens\x18\x06 \x01(\r\x12\x10\n\x08\x64\x65\x63ode_s\x18\x07 \x01(\x01\"\xdb\x01\n\nStepResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x0bstop_reason\x18\x02 \x01(\x0e\x32\x14.glimp.v1.StopReason\x12\x13\n\x0bstop_string\x18\x03 \x01(\t\x12(\n\x05state\x18\x04 \x01(\x0b\x32\x19.glimp.v1.TranscriptState\x12(\n\x07timings\x18\x05 \x01(\x0b\x32\x17.glimp.v1.ServerTimings\x12\x14\n\x0cmean_logprob\x18\x06 \x01(\x01\x12\x15\n\rscored_tokens\x18\x07 \x01(\r\"\xdd\x01\n\x0f\x43ontextMismatch\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.glimp.v1.ContextMismatch.Kind\x12/\n\x0cserver_state\x18\x02 \x01(\x0b\x32\x19.glimp.v1.TranscriptState\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"[\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fUNKNOWN_CONTEXT\x10\x01\x12\x13\n\x0fLENGTH_MISMATCH\x10\x02\x12\x13\n\x0f\x44IGEST_MISMATCH\x10\x03\"(\n\tStepPiece\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\r\"-\n\x07Refusal\x12\x11\n\tgrpc_code\x18\x01 \x01(\r\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xb9\x01\n\tStepReply\x12&\n\x06result\x18\x01 \x01(\x0b\x32\x14.glimp.v1.StepResultH\x00\x12-\n\x08mismatch\x18\x02 \x01(\x0b\x32\x19.glimp.v1.ContextMismatchH\x00\x12$\n\x05piece\x18\x03 \x01(\x0b\x32\x13.glimp.v1.StepPieceH\x00\x12$\n\x07refused\x18\x04 \x01(\x0b\x32\x11.glimp.v1.RefusalH\x00\x42\t\n\x07outcome*d\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x0e\n\nWRITE_STEP\x10\x01\x12\x10\n\x0cWRITE_ANSWER\x10\x02\x12\n\n\x06\x41\x42SORB\x10\x03\x12\t\n\x05\x43LOSE\x10\x04\x12\t\n\x05SCORE\x10\x05*a\n\nStopReason\x12\x1b\n\x17STOP_REASON_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTOP_STRING\x10\x01\x12\x07\n\x03\x45OS\x10\x02\x12\x0e\n\nMAX_TOKENS\x10\x03\x12\x0c\n\x08\x41\x42SORBED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'edge_cloud_v1_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACTION']._serialized_start=1376
-  _globals['_ACTION']._serialized_end=1476
-  _globals['_STOPREASON']._serialized_start=1478
-  _globals['_STOPREASON']._serialized_end=1575
+  _globals['_ACTION']._serialized_start=1578
+  _globals['_ACTION']._serialized_end=1678
+  _globals['_STOPREASON']._serialized_start=1680
+  _globals['_STOPREASON']._serialized_end=1777
   _globals['_CHATMESSAGE']._serialized_start=33
   _globals['_CHATMESSAGE']._serialized_end=77
   _globals['_TRANSCRIPTSTATE']._serialized_start=79
-  _globals['_TRANSCRIPTSTATE']._serialized_end=134
-  _globals['_SAMPLING']._serialized_start=136
-  _globals['_SAMPLING']._serialized_end=210
-  _globals['_STEPREQUEST']._serialized_start=213
-  _globals['_STEPREQUEST']._serialized_end=574
-  _globals['_NEXTTURN']._serialized_start=576
-  _globals['_NEXTTURN']._serialized_end=656
-  _globals['_SERVERTIMINGS']._serialized_start=659
-  _globals['_SERVERTIMINGS']._serialized_end=817
-  _globals['_STEPRESULT']._serialized_start=820
-  _globals['_STEPRESULT']._serialized_end=1039
-  _globals['_CONTEXTMISMATCH']._serialized_start=1042
-  _globals['_CONTEXTMISMATCH']._serialized_end=1263
-  _globals['_CONTEXTMISMATCH_KIND']._serialized_start=1172
-  _globals['_CONTEXTMISMATCH_KIND']._serialized_end=1263
-  _globals['_STEPREPLY']._serialized_start=1265
-  _globals['_STEPREPLY']._serialized_end=1374
+  _globals['_TRANSCRIPTSTATE']._serialized_end=154
+  _globals['_SAMPLING']._serialized_start=156
+  _globals['_SAMPLING']._serialized_end=230
+  _globals['_STEPREQUEST']._serialized_start=233
+  _globals['_STEPREQUEST']._serialized_end=610
+  _globals['_NEXTTURN']._serialized_start=612
+  _globals['_NEXTTURN']._serialized_end=692
+  _globals['_SERVERTIMINGS']._serialized_start=695
+  _globals['_SERVERTIMINGS']._serialized_end=853
+  _globals['_STEPRESULT']._serialized_start=856
+  _globals['_STEPRESULT']._serialized_end=1075
+  _globals['_CONTEXTMISMATCH']._serialized_start=1078
+  _globals['_CONTEXTMISMATCH']._serialized_end=1299
+  _globals['_CONTEXTMISMATCH_KIND']._serialized_start=1208
+  _globals['_CONTEXTMISMATCH_KIND']._serialized_end=1299
+  _globals['_STEPPIECE']._serialized_start=1301
+  _globals['_STEPPIECE']._serialized_end=1341
+  _globals['_REFUSAL']._serialized_start=1343
+  _globals['_REFUSAL']._serialized_end=1388
+  _globals['_STEPREPLY']._serialized_start=1391
+  _globals['_STEPREPLY']._serialized_end=1576
 # @@protoc_insertion_point(module_scope)

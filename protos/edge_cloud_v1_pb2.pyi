@@ -44,12 +44,14 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
 
 class TranscriptState(_message.Message):
-    __slots__ = ("length_bytes", "digest")
+    __slots__ = ("length_bytes", "digest", "digest_raw")
     LENGTH_BYTES_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_RAW_FIELD_NUMBER: _ClassVar[int]
     length_bytes: int
     digest: str
-    def __init__(self, length_bytes: _Optional[int] = ..., digest: _Optional[str] = ...) -> None: ...
+    digest_raw: bytes
+    def __init__(self, length_bytes: _Optional[int] = ..., digest: _Optional[str] = ..., digest_raw: _Optional[bytes] = ...) -> None: ...
 
 class Sampling(_message.Message):
     __slots__ = ("temperature", "top_p", "seed")
@@ -62,7 +64,7 @@ class Sampling(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class StepRequest(_message.Message):
-    __slots__ = ("protocol_version", "context_id", "client_key", "create", "messages", "base", "new_text", "action", "sampling", "stop", "max_tokens", "score_bytes", "next_turn")
+    __slots__ = ("protocol_version", "context_id", "client_key", "create", "messages", "base", "new_text", "action", "sampling", "stop", "max_tokens", "score_bytes", "next_turn", "stream")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,7 @@ class StepRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SCORE_BYTES_FIELD_NUMBER: _ClassVar[int]
     NEXT_TURN_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     context_id: str
     client_key: bytes
@@ -89,7 +92,8 @@ class StepRequest(_message.Message):
     max_tokens: int
     score_bytes: int
     next_turn: NextTurn
-    def __init__(self, protocol_version: _Optional[int] = ..., context_id: _Optional[str] = ..., client_key: _Optional[bytes] = ..., create: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., base: _Optional[_Union[TranscriptState, _Mapping]] = ..., new_text: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., score_bytes: _Optional[int] = ..., next_turn: _Optional[_Union[NextTurn, _Mapping]] = ...) -> None: ...
+    stream: bool
+    def __init__(self, protocol_version: _Optional[int] = ..., context_id: _Optional[str] = ..., client_key: _Optional[bytes] = ..., create: _Optional[bool] = ..., messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ..., base: _Optional[_Union[TranscriptState, _Mapping]] = ..., new_text: _Optional[str] = ..., action: _Optional[_Union[Action, str]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., stop: _Optional[_Iterable[str]] = ..., max_tokens: _Optional[int] = ..., score_bytes: _Optional[int] = ..., next_turn: _Optional[_Union[NextTurn, _Mapping]] = ..., stream: _Optional[bool] = ...) -> None: ...
 
 class NextTurn(_message.Message):
     __slots__ = ("answer_offset_bytes", "messages")
@@ -155,10 +159,30 @@ class ContextMismatch(_message.Message):
     detail: str
     def __init__(self, kind: _Optional[_Union[ContextMismatch.Kind, str]] = ..., server_state: _Optional[_Union[TranscriptState, _Mapping]] = ..., detail: _Optional[str] = ...) -> None: ...
 
+class StepPiece(_message.Message):
+    __slots__ = ("text", "index")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    index: int
+    def __init__(self, text: _Optional[str] = ..., index: _Optional[int] = ...) -> None: ...
+
+class Refusal(_message.Message):
+    __slots__ = ("grpc_code", "message")
+    GRPC_CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    grpc_code: int
+    message: str
+    def __init__(self, grpc_code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class StepReply(_message.Message):
-    __slots__ = ("result", "mismatch")
+    __slots__ = ("result", "mismatch", "piece", "refused")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    PIECE_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
     result: StepResult
     mismatch: ContextMismatch
-    def __init__(self, result: _Optional[_Union[StepResult, _Mapping]] = ..., mismatch: _Optional[_Union[ContextMismatch, _Mapping]] = ...) -> None: ...
+    piece: StepPiece
+    refused: Refusal
+    def __init__(self, result: _Optional[_Union[StepResult, _Mapping]] = ..., mismatch: _Optional[_Union[ContextMismatch, _Mapping]] = ..., piece: _Optional[_Union[StepPiece, _Mapping]] = ..., refused: _Optional[_Union[Refusal, _Mapping]] = ...) -> None: ...
