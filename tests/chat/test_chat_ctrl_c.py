@@ -38,6 +38,10 @@ class Terminal:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the pty is its controlling terminal
             os.chdir(ROOT)
+            # A test run started in the background (`cmd &` in a script, as CI may) has SIGINT
+            # ignored, exec keeps it ignored and Python then installs no KeyboardInterrupt: give
+            # the chat the disposition a user's terminal gives it.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(argv[0], argv, env)
         self.seen = ""
         self.log: list[str] = []  # what each expect matched, for a failure's message
