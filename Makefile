@@ -25,7 +25,8 @@ demo: $(STAMP)
 tokenizers: $(STAMP)
 	$(BIN)/python -m export.real_tokenizers fetch .cache/tokenizers
 
-test: $(STAMP) tokenizers
+# The cloud venv too: tests/vllm start tritonserver with the vLLM engine in it (they skip without it).
+test: $(STAMP) tokenizers cloud-venv
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
