@@ -12,7 +12,7 @@ from typing import Protocol, TypeVar
 
 from cloud_service.validation import Call
 from protos import edge_cloud_v1_pb2 as pb
-from protos.contract import TranscriptView
+from protos.contract import TranscriptView, transcript_state
 
 _RESEND = "resend it with create=true"
 
@@ -40,16 +40,18 @@ def base_mismatch(call: Call, held: TranscriptView | None) -> pb.ContextMismatch
     """The mismatch between `call.base` and `held` (None: no such context here), or None if they agree."""
     if held is None:
         return _mismatch(pb.ContextMismatch.UNKNOWN_CONTEXT, None,
-                         f"no such context for this credential: {_RESEND}")
+                         f"no such context for this credential: {_RESEND}", call.version)
     if call.base.length_bytes != held.length_bytes:
         return _mismatch(pb.ContextMismatch.LENGTH_MISMATCH, held,
                          f"server holds {held.length_bytes} bytes, the client said {call.base.length_bytes}: "
-                         f"{_RESEND}")
-    if call.base.digest != held.digest:
-        return _mismatch(pb.ContextMismatch.DIGEST_MISMATCH, held, f"same length, different text: {_RESEND}")
+                         f"{_RESEND}", call.version)
+    if not call.base.agrees_with(held, call.version):
+        return _mismatch(pb.ContextMismatch.DIGEST_MISMATCH, held, f"same length, different text: {_RESEND}",
+                         call.version)
     return None
 
 
-def _mismatch(kind: pb.ContextMismatch.Kind, held: TranscriptView | None, detail: str) -> pb.ContextMismatch:
-    state = pb.TranscriptState(length_bytes=held.length_bytes, digest=held.digest) if held else None
+def _mismatch(kind: pb.ContextMismatch.Kind, held: TranscriptView | None, detail: str,
+              version: int) -> pb.ContextMismatch:
+    state = transcript_state(held, version) if held else None
     return pb.ContextMismatch(kind=kind, server_state=state, detail=detail)

@@ -57,6 +57,8 @@ class Call:
     max_tokens: int
     score_chars: int  # SCORE: how many trailing characters of new_text are scored
     next_turn: NextTurn | None = None  # the conversation's next turn on the held context
+    version: int = contract.PROTOCOL_VERSION  # the client's: its reply's states are written in it
+    stream: bool = False  # v2: send the written text in pieces before the final reply (engines may not)
 
     @property
     def writes(self) -> bool:
@@ -78,10 +80,11 @@ def parse_request(data: bytes) -> pb.StepRequest:
 
 def validate(request: pb.StepRequest) -> Call:
     """Check every field of `request`; raise InvalidRequest naming the first problem found."""
-    if request.protocol_version != contract.PROTOCOL_VERSION:
+    if request.protocol_version not in contract.SUPPORTED_PROTOCOL_VERSIONS:
+        spoken = " and ".join(str(v) for v in contract.SUPPORTED_PROTOCOL_VERSIONS)
         raise InvalidRequest(
             f"protocol_version {request.protocol_version} is not supported; this server speaks "
-            f"version {contract.PROTOCOL_VERSION}: upgrade the client"
+            f"versions {spoken}: use a client of one of them"
         )
     _check_action(request)
     _check_sizes(request)
@@ -97,6 +100,8 @@ def validate(request: pb.StepRequest) -> Call:
         max_tokens=_max_tokens(request),
         score_chars=_score_chars(request),
         next_turn=_next_turn(request),
+        version=request.protocol_version,
+        stream=_stream(request),
     )
 
 
@@ -174,13 +179,36 @@ def _next_turn(request: pb.StepRequest) -> NextTurn | None:
 
 
 def _base(request: pb.StepRequest) -> TranscriptView:
-    base = TranscriptView(request.base.length_bytes, request.base.digest)
+    _check_digest_form(request)
+    base = contract.claimed_view(request.base, request.protocol_version)
     if request.create and base != EMPTY_VIEW:
         raise InvalidRequest(
             "create=true starts a context from its messages: base must be empty "
             f"(length 0, digest ''), got length {base.length_bytes}"
         )
     return base
+
+
+def _stream(request: pb.StepRequest) -> bool:
+    if request.stream and request.protocol_version == 1:
+        raise InvalidRequest("stream is version 2's field: send protocol_version 2 to stream a write")
+    return request.stream and request.action in (pb.WRITE_STEP, pb.WRITE_ANSWER)
+
+
+def _check_digest_form(request: pb.StepRequest) -> None:
+    """Version 1 sends the digest in hex (base.digest), version 2 in raw bytes (base.digest_raw)."""
+    base = request.base
+    if request.protocol_version == 1:
+        if base.digest_raw:
+            raise InvalidRequest("base.digest_raw is version 2's field; a version-1 request sends "
+                                 "base.digest (hex)")
+        return
+    if base.digest:
+        raise InvalidRequest("base.digest (hex) is version 1's field; a version-2 request sends "
+                             f"base.digest_raw ({contract.RAW_DIGEST_BYTES} bytes)")
+    if base.digest_raw and len(base.digest_raw) != contract.RAW_DIGEST_BYTES:
+        raise InvalidRequest(f"base.digest_raw must be {contract.RAW_DIGEST_BYTES} bytes (the sha256's "
+                             f"first {contract.RAW_DIGEST_BYTES}), got {len(base.digest_raw)}")
 
 
 def _sampling(request: pb.StepRequest) -> SamplingParams:

@@ -7,7 +7,14 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-PROTOCOL_VERSION = 1
+from protos import edge_cloud_v1_pb2 as pb
+
+# Version 2 carries the transcript digest as 16 raw bytes (TranscriptState.digest_raw) instead of
+# 64 hex characters, so a delta is smaller than a full resend even on short transcripts. A server
+# answers each request in the version it came in: a version-1 client is served exactly as before.
+PROTOCOL_VERSION = 2  # what this code sends
+SUPPORTED_PROTOCOL_VERSIONS = (1, 2)  # what a server answers
+RAW_DIGEST_BYTES = 16  # the sha256 prefix version 2 sends: 128 bits, as unguessable as a context id
 MODEL_NAME = "glimp_llm"  # the Triton model that serves the contract
 REQUEST_TENSOR = "REQUEST"  # BYTES [1]: a serialized StepRequest
 REPLY_TENSOR = "REPLY"  # BYTES [1]: a serialized StepReply
@@ -34,7 +41,17 @@ class TranscriptView:
     """A side's view of a context: appended-text length and digest (the contract's TranscriptState)."""
 
     length_bytes: int
-    digest: str
+    digest: str  # hex: the full sha256 (held state) or the prefix a version-2 client sent
+
+    @property
+    def raw(self) -> bytes:
+        """The version-2 wire form of the digest: its first RAW_DIGEST_BYTES bytes."""
+        return bytes.fromhex(self.digest)[:RAW_DIGEST_BYTES]
+
+    def agrees_with(self, held: TranscriptView, version: int) -> bool:
+        """Whether this claim (from a client of `version`) names the `held` state."""
+        width = len(held.digest) if version == 1 else 2 * RAW_DIGEST_BYTES
+        return self.length_bytes == held.length_bytes and self.digest == held.digest[:width]
 
 
 class TranscriptDigest:
@@ -57,3 +74,16 @@ class TranscriptDigest:
         twin._hasher = self._hasher.copy()
         twin.length_bytes = self.length_bytes
         return twin
+
+
+def transcript_state(view: TranscriptView, version: int) -> pb.TranscriptState:
+    """`view` as the TranscriptState a reply of `version` carries (hex in 1, raw bytes in 2)."""
+    if version == 1:
+        return pb.TranscriptState(length_bytes=view.length_bytes, digest=view.digest)
+    return pb.TranscriptState(length_bytes=view.length_bytes, digest_raw=view.raw)
+
+
+def claimed_view(state: pb.TranscriptState, version: int) -> TranscriptView:
+    """The TranscriptView a `version` TranscriptState names (hex digest either way)."""
+    digest = state.digest if version == 1 else state.digest_raw.hex()
+    return TranscriptView(state.length_bytes, digest)

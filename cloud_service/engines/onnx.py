@@ -49,7 +49,7 @@ from onnx_lm import (
     make_rng,
 )
 from protos import edge_cloud_v1_pb2 as pb
-from protos.contract import TranscriptDigest, TranscriptView
+from protos.contract import TranscriptDigest, TranscriptView, transcript_state
 
 __all__ = ["Engine", "EngineConfig", "EngineStats", "InvalidRequest", "RequestCancelled"]
 
@@ -262,7 +262,7 @@ class Engine:
             self._count(decode=gen.num_tokens)
         entry.commit(call.new_text + result.text)
         result.timings.CopyFrom(timings)
-        result.state.CopyFrom(_state(entry.view()))
+        result.state.CopyFrom(transcript_state(entry.view(), call.version))
         return result
 
     def _score(self, call: Call, entry: ServerContext, full_text: str) -> pb.StepResult:
@@ -274,8 +274,9 @@ class Engine:
         self._count(reused=score.reused_tokens, prefill=score.prefill_tokens)
         timings = pb.ServerTimings(reused_tokens=score.reused_tokens, prefill_tokens=score.prefill_tokens,
                                    prefill_s=self._clock() - t0)
-        return pb.StepResult(stop_reason=pb.ABSORBED, state=_state(entry.view()), timings=timings,
-                             mean_logprob=score.mean_logprob, scored_tokens=score.scored_tokens)
+        return pb.StepResult(stop_reason=pb.ABSORBED, state=transcript_state(entry.view(), call.version),
+                             timings=timings, mean_logprob=score.mean_logprob,
+                             scored_tokens=score.scored_tokens)
 
     def _check_bytes(self, text_bytes: int, call: Call) -> None:
         """InvalidRequest when `text_bytes` of text cannot fit the window, however it tokenizes.
@@ -352,9 +353,6 @@ def max_token_bytes(lm: CausalLM) -> int:
 def _text_bytes(call: Call) -> int:
     return len(call.new_text.encode("utf-8")) + sum(len(m.content.encode("utf-8")) for m in call.messages)
 
-
-def _state(view: TranscriptView) -> pb.TranscriptState:
-    return pb.TranscriptState(length_bytes=view.length_bytes, digest=view.digest)
 
 
 def _cancel_guard(is_cancelled: CancelCheck | None, clock: Clock) -> Callable[[str], None] | None:

@@ -30,7 +30,7 @@ from cloud_service.mismatch import held_or_mismatch
 from cloud_service.turns import open_turn
 from cloud_service.validation import Call, parse_request, validate
 from protos import edge_cloud_v1_pb2 as pb
-from protos.contract import TranscriptView
+from protos.contract import transcript_state
 
 from .contexts import ContextTable, TableLimits, TextContext
 
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 CancelCheck = Callable[[], bool]
+PieceSink = Callable[[pb.StepPiece], None]  # gets a streamed call's text as it is generated
 SamplingFactory = Callable[..., Any]
 
 _CANCEL_POLL_S = 0.05  # how often a running call asks Triton whether the client gave up
@@ -105,14 +106,19 @@ class VllmEngine:
         self._running = 0
 
     async def handle_bytes(self, data: bytes, *, received_s: float | None = None,
-                           is_cancelled: CancelCheck | None = None) -> bytes:
+                           is_cancelled: CancelCheck | None = None,
+                           on_piece: PieceSink | None = None) -> bytes:
         """Serialized StepRequest -> serialized StepReply (InvalidRequest, RequestCancelled, EngineFailed)."""
-        reply = await self.handle(parse_request(data), received_s=received_s, is_cancelled=is_cancelled)
+        reply = await self.handle(parse_request(data), received_s=received_s, is_cancelled=is_cancelled,
+                                  on_piece=on_piece)
         return reply.SerializeToString()
 
     async def handle(self, request: pb.StepRequest, *, received_s: float | None = None,
-                     is_cancelled: CancelCheck | None = None) -> pb.StepReply:
+                     is_cancelled: CancelCheck | None = None,
+                     on_piece: PieceSink | None = None) -> pb.StepReply:
+        """The call's final reply; a v2 `stream` write first gives `on_piece` its text as it comes."""
         call = validate(request)
+        pieces = _PieceCounter(on_piece) if call.stream and on_piece is not None else None
         async with self.table.hold(call.key):
             started = self._clock()
             queue_s = max(0.0, started - received_s) if received_s is not None else 0.0
@@ -129,14 +135,14 @@ class VllmEngine:
                 return pb.StepReply(mismatch=entry)
             self._running += 1
             try:
-                result, appended = await self._run(call, entry, is_cancelled)
+                result, appended = await self._run(call, entry, is_cancelled, pieces)
             finally:
                 self._running -= 1
             # Success: only now does the server's state change.
             if appended:
                 entry.commit(appended)
             self.table.put(call.key, entry, self._clock())
-            result.state.CopyFrom(_state(entry.view()))
+            result.state.CopyFrom(transcript_state(entry.view(), call.version))
             result.timings.queue_s = queue_s
             result.timings.compute_s = self._clock() - started
             return pb.StepReply(result=result)
@@ -178,8 +184,8 @@ class VllmEngine:
 
     # -- one call -------------------------------------------------------------------------------
 
-    async def _run(self, call: Call, entry: TextContext,
-                   is_cancelled: CancelCheck | None) -> tuple[pb.StepResult, str]:
+    async def _run(self, call: Call, entry: TextContext, is_cancelled: CancelCheck | None,
+                   pieces: _PieceCounter | None = None) -> tuple[pb.StepResult, str]:
         """The call's result and the text to commit; raises before anything is committed."""
         full_text = entry.prompt_text + entry.text + call.new_text
         ids = list(self.tokenizer.encode(full_text, add_special_tokens=False))
@@ -206,7 +212,7 @@ class VllmEngine:
             temperature=float(s.temperature), top_p=float(s.top_p), seed=s.seed,
             stop=list(dict.fromkeys(stops)) if call.writes else None,
         )
-        out = await self._generate(ids, params, is_cancelled)
+        out = await self._generate(ids, params, is_cancelled, pieces)
         self._account(result.timings, len(ids), out)
         if not call.writes:  # ABSORB: the prompt is now in vLLM's prefix cache; the token is dropped
             return result, call.new_text
@@ -248,8 +254,11 @@ class VllmEngine:
         self._tokens["reused"] += cached
         self._tokens["prefill"] += prompt_tokens - cached
 
-    async def _generate(self, ids: list[int], params: Any, is_cancelled: CancelCheck | None) -> _Generated:
-        """Run one vLLM request to its end (DELTA outputs), aborting it when the client cancels."""
+    async def _generate(self, ids: list[int], params: Any, is_cancelled: CancelCheck | None,
+                        pieces: _PieceCounter | None = None) -> _Generated:
+        """Run one vLLM request to its end (DELTA outputs), aborting it when the client cancels;
+        each non-empty delta goes to `pieces` (vLLM holds back text that may begin a stop string,
+        so the pieces add up to the final text)."""
         request_id = uuid.uuid4().hex
         submitted = self._clock()
         last_poll = submitted
@@ -266,6 +275,8 @@ class VllmEngine:
                 for completion in output.outputs[:1]:
                     gen.text += completion.text
                     gen.num_tokens += len(completion.token_ids)
+                    if pieces is not None and completion.text:
+                        pieces.send(completion.text)
                 if output.finished:
                     finished = True
                     gen.decode_s = now - first_at
@@ -285,6 +296,17 @@ class VllmEngine:
         if is_cancelled is not None and is_cancelled():
             raise RequestCancelled("the client cancelled the call; nothing was committed")
         return gen
+
+
+class _PieceCounter:
+    """Numbers a call's pieces (0, 1, 2, ...) on their way to the sink."""
+
+    def __init__(self, sink: PieceSink) -> None:
+        self.sink, self.sent = sink, 0
+
+    def send(self, text: str) -> None:
+        self.sink(pb.StepPiece(text=text, index=self.sent))
+        self.sent += 1
 
 
 class _Generated:
@@ -322,5 +344,3 @@ def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def _state(view: TranscriptView) -> pb.TranscriptState:
-    return pb.TranscriptState(length_bytes=view.length_bytes, digest=view.digest)

@@ -44,6 +44,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 from cloud_service.errors import InvalidRequest  # noqa: E402
 from cloud_service.vllm.contexts import TableLimits  # noqa: E402
 from cloud_service.vllm.engine import EngineSettings, PromptFormat, RequestCancelled, VllmEngine  # noqa: E402
+from protos import edge_cloud_v1_pb2 as pb  # noqa: E402
 from protos.contract import REPLY_TENSOR, REQUEST_TENSOR  # noqa: E402
 
 log = logging.getLogger("glimp_llm")
@@ -144,9 +145,9 @@ class TritonPythonModel:
         try:
             data = _request_bytes(request)
             reply = await self.engine.handle_bytes(data, received_s=received_s,
-                                                   is_cancelled=sender.is_cancelled)
-            response = pb_utils.InferenceResponse(
-                output_tensors=[pb_utils.Tensor(REPLY_TENSOR, np.array([reply], dtype=np.object_))])
+                                                   is_cancelled=sender.is_cancelled,
+                                                   on_piece=lambda piece: _send_piece(sender, piece))
+            response = _reply_response(reply)
         except InvalidRequest as exc:
             response = _error(str(exc), pb_utils.TritonError.INVALID_ARG)
         except RequestCancelled as exc:
@@ -188,6 +189,20 @@ def _request_bytes(request: Any) -> bytes:
         raise InvalidRequest(f"input {REQUEST_TENSOR} must hold exactly one element, got {array.size}")
     value = array.reshape(-1)[0]
     return bytes(value) if isinstance(value, bytes | bytearray) else str(value).encode("utf-8")
+
+
+def _reply_response(reply: bytes) -> Any:
+    return pb_utils.InferenceResponse(
+        output_tensors=[pb_utils.Tensor(REPLY_TENSOR, np.array([reply], dtype=np.object_))])
+
+
+def _send_piece(sender: Any, piece: Any) -> None:
+    """A streamed call's piece: a non-final response (decoupled), the final reply follows. A piece
+    that cannot be sent (the client went away) is dropped: the cancel check stops the call."""
+    try:
+        sender.send(_reply_response(pb.StepReply(piece=piece).SerializeToString()), flags=0)
+    except Exception:
+        log.debug("glimp_llm: a piece could not be sent", exc_info=True)
 
 
 def _error(message: str, code: int) -> Any:

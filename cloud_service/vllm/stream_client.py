@@ -17,6 +17,7 @@ import itertools
 import queue
 import struct
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -27,6 +28,7 @@ from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import GRPC_AUTH_METADATA_KEY, MODEL_NAME, REPLY_TENSOR, REQUEST_TENSOR
 
 _END = object()
+PieceSink = Callable[[pb.StepPiece], None]
 
 
 class StreamCallError(RuntimeError):
@@ -61,7 +63,7 @@ class StreamClient:
         self._channel = grpc.insecure_channel(url, options=[("grpc.max_receive_message_length", 64 << 20)])
         stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
         self._outbox: queue.Queue[Any] = queue.Queue()
-        self._pending: dict[str, Future[pb.StepReply]] = {}
+        self._pending: dict[str, tuple[Future[pb.StepReply], PieceSink | None]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count()
         metadata = [(GRPC_AUTH_METADATA_KEY, token)] if token else None
@@ -69,19 +71,21 @@ class StreamClient:
         self._reader = threading.Thread(target=self._read, name="glimp-stream-reader", daemon=True)
         self._reader.start()
 
-    def submit(self, step: pb.StepRequest) -> Future[pb.StepReply]:
+    def submit(self, step: pb.StepRequest, on_piece: PieceSink | None = None) -> Future[pb.StepReply]:
+        """The call's final reply, as a Future; a streamed call's pieces go to `on_piece` first."""
         future: Future[pb.StepReply] = Future()
         request_id = f"s{next(self._ids)}"
         with self._lock:
             if self._reader is None or not self._reader.is_alive():
                 future.set_exception(StreamClosed("the stream is closed"))
                 return future
-            self._pending[request_id] = future
+            self._pending[request_id] = (future, on_piece)
         self._outbox.put(request_message(step, request_id))
         return future
 
-    def call(self, step: pb.StepRequest, timeout_s: float = 120.0) -> pb.StepReply:
-        return self.submit(step).result(timeout_s)
+    def call(self, step: pb.StepRequest, timeout_s: float = 120.0,
+             on_piece: PieceSink | None = None) -> pb.StepReply:
+        return self.submit(step, on_piece).result(timeout_s)
 
     def close(self) -> None:
         """Half-close the stream, wait for the replies still due, close the channel."""
@@ -113,19 +117,29 @@ class StreamClient:
         error: BaseException = StreamClosed("the stream ended")
         try:
             for response in self._responses:
-                request_id = response.infer_response.id
-                with self._lock:
-                    future = self._pending.pop(request_id, None)
-                if future is None:
-                    continue  # an empty final response of an already answered call
-                if response.error_message:
-                    future.set_exception(StreamCallError(response.error_message))
-                else:
-                    future.set_result(reply_of(response.infer_response))
+                self._deliver(response)
         except grpc.RpcError as exc:
             error = StreamClosed(f"the stream failed: {exc.code().name} {exc.details()}")
         finally:
             with self._lock:
                 pending, self._pending = self._pending, {}
-            for future in pending.values():
+            for future, _ in pending.values():
                 future.set_exception(error)
+
+    def _deliver(self, response: service_pb2.ModelStreamInferResponse) -> None:
+        request_id = response.infer_response.id
+        reply = None if response.error_message else reply_of(response.infer_response)
+        with self._lock:
+            if reply is not None and reply.HasField("piece"):  # not final: the call stays pending
+                _, on_piece = self._pending.get(request_id, (None, None))
+            else:
+                future, _ = self._pending.pop(request_id, (None, None))
+        if reply is not None and reply.HasField("piece"):
+            if on_piece is not None:
+                on_piece(reply.piece)
+        elif future is None:
+            return  # an empty final response of an already answered call
+        elif reply is None:
+            future.set_exception(StreamCallError(response.error_message))
+        else:
+            future.set_result(reply)

@@ -20,7 +20,13 @@ from edge_client.link.transport import Exchange, TritonLink
 from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest, empty_score_reply
 from onnx_lm import ChatMessage, SamplingParams
 from protos import edge_cloud_v1_pb2 as pb
-from protos.contract import CONTEXT_ID_MIN_HEX, PROTOCOL_VERSION, TranscriptDigest, TranscriptView
+from protos.contract import (
+    CONTEXT_ID_MIN_HEX,
+    PROTOCOL_VERSION,
+    TranscriptDigest,
+    TranscriptView,
+    transcript_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +175,7 @@ class TritonConversation:
             if self._turn is not None:  # the turn applies to the state before it
                 step.next_turn.CopyFrom(self._turn[0])
                 view = self._turn[1]
-            step.base.length_bytes, step.base.digest = view.length_bytes, view.digest
+            step.base.CopyFrom(transcript_state(view, PROTOCOL_VERSION))
         return step
 
     def _advance(self, request: LLMRequest, result: pb.StepResult, *, created: bool) -> None:
@@ -183,7 +189,7 @@ class TritonConversation:
             self._held.extend(appended)
             self._held_text += appended
         view = self._held.view()
-        if (result.state.length_bytes, result.state.digest) != (view.length_bytes, view.digest):
+        if result.state != transcript_state(view, PROTOCOL_VERSION):
             # Should not happen; the next call re-creates the context rather than build on a doubt.
             log.warning("context %s: the server's state differs from ours after a call", self.context_id[:8])
             self._created, self._doubted = False, True

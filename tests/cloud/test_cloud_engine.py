@@ -243,8 +243,17 @@ def test_create_replaces_a_context_and_reuses_its_kv(engine: Engine) -> None:
 
 BadFields = Callable[[tuple[str, bytes]], pb.StepRequest]
 BAD_REQUESTS: list[tuple[str, BadFields, str]] = [
-    ("version", lambda ids: pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1]),
-     "protocol_version"),
+    ("version", lambda ids: pb.StepRequest(protocol_version=3, context_id=ids[0], client_key=ids[1]),
+     "protocol_version 3 is not supported; this server speaks versions 1 and 2"),
+    ("hex digest in v2", lambda ids: pb.StepRequest(
+        protocol_version=2, context_id=ids[0], client_key=ids[1], action=pb.ABSORB,
+        base=pb.TranscriptState(length_bytes=3, digest="ab" * 32)), "version 1's field"),
+    ("short raw digest", lambda ids: pb.StepRequest(
+        protocol_version=2, context_id=ids[0], client_key=ids[1], action=pb.ABSORB,
+        base=pb.TranscriptState(length_bytes=3, digest_raw=b"x" * 15)), "must be 16 bytes"),
+    ("raw digest in v1", lambda ids: step_request(
+        *ids, action=pb.ABSORB, base=pb.TranscriptState(length_bytes=3, digest_raw=b"x" * 16)),
+     "version 2's field"),
     ("empty id", lambda ids: step_request("", ids[1], action=pb.ABSORB), "context_id is empty"),
     ("short id", lambda ids: step_request("abc123", ids[1], action=pb.ABSORB), "hex digits"),
     ("non-hex id", lambda ids: step_request("z" * 32, ids[1], action=pb.ABSORB), "hex digits"),
@@ -277,6 +286,33 @@ def test_invalid_requests_are_refused_with_a_reason(engine: Engine, name: str, m
                                                      fragment: str) -> None:
     with pytest.raises(InvalidRequest, match=fragment):
         engine.handle(make(new_ids()))
+
+
+def test_version_2_carries_the_digest_in_16_raw_bytes(engine: Engine) -> None:
+    """A v2 call names its base by the digest's first 16 bytes and gets its states back that way; a
+    wrong byte is a DIGEST_MISMATCH; a v1 call on the same context is still answered in hex."""
+    ids = new_ids()
+    first = engine.handle(pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1], create=True,
+                                         messages=PB_MESSAGES, new_text="Step 1:", action=pb.ABSORB)).result
+    assert (first.state.digest, len(first.state.digest_raw)) == ("", 16)
+    held = TranscriptDigest((m.role, m.content) for m in MESSAGES)
+    held.extend("Step 1:")
+    assert first.state.digest_raw == bytes.fromhex(held.view().digest)[:16]
+
+    wrong = pb.TranscriptState(length_bytes=first.state.length_bytes,
+                               digest_raw=bytes([first.state.digest_raw[0] ^ 1]) + first.state.digest_raw[1:])
+    refused = engine.handle(pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1], base=wrong,
+                                           new_text=" x", action=pb.ABSORB))
+    assert refused.mismatch.kind == pb.ContextMismatch.DIGEST_MISMATCH
+    assert refused.mismatch.server_state == first.state  # told back in the caller's version
+
+    second = engine.handle(pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1],
+                                          base=first.state, new_text=" x", action=pb.ABSORB)).result
+    held.extend(" x")
+    v1 = follow(engine, ids, pb.TranscriptState(length_bytes=second.state.length_bytes, digest=held.view().digest),
+                " y", action=pb.ABSORB).result
+    held.extend(" y")
+    assert (v1.state.digest, v1.state.digest_raw) == (held.view().digest, b"")
 
 
 def test_undecodable_bytes_are_refused(engine: Engine) -> None:

@@ -34,7 +34,7 @@ from edge_client.link.transport import TritonLink
 from edge_client.llm_backend import LLMAction, LLMRequest
 from onnx_lm import GREEDY, ChatMessage
 from protos import edge_cloud_v1_pb2 as pb
-from protos.contract import PROTOCOL_VERSION, TranscriptDigest
+from protos.contract import PROTOCOL_VERSION, TranscriptDigest, transcript_state
 
 needs_nginx = pytest.mark.skipif(
     shutil.which("nginx") is None and not os.path.isfile("/usr/sbin/nginx"),
@@ -138,7 +138,7 @@ def _holds(link: TritonLink, session: Session) -> bool:
     probe = pb.StepRequest(protocol_version=PROTOCOL_VERSION, context_id=conversation.context_id,
                            client_key=conversation.client_key, action=pb.SCORE,
                            new_text="x", score_bytes=1)
-    probe.base.length_bytes, probe.base.digest = view.length_bytes, view.digest
+    probe.base.CopyFrom(transcript_state(view, PROTOCOL_VERSION))
     return link.exchange(probe).reply.WhichOneof("outcome") == "result"
 
 

@@ -20,7 +20,7 @@ from edge_client.link import CloudLinkConfig, TritonLLM
 from edge_client.llm_backend import LLMAction, LLMRequest
 from onnx_lm import GREEDY, ChatMessage
 from protos import edge_cloud_v1_pb2 as pb
-from protos.contract import CONTEXT_METADATA_KEY, REPLY_TENSOR, TranscriptDigest
+from protos.contract import CONTEXT_METADATA_KEY, REPLY_TENSOR, TranscriptDigest, transcript_state
 
 _PREFIX = struct.Struct("<I")
 
@@ -55,7 +55,7 @@ class _RecordingReplica(service_pb2_grpc.GRPCInferenceServiceServicer):
         view = digest.view()
         return pb.StepReply(result=pb.StepResult(
             text="x", stop_reason=pb.MAX_TOKENS,
-            state=pb.TranscriptState(length_bytes=view.length_bytes, digest=view.digest)))
+            state=transcript_state(view, step.protocol_version)))
 
 
 def _response(reply: pb.StepReply) -> service_pb2.ModelInferResponse:

@@ -108,17 +108,17 @@ QUESTION = "59-7*6+74"
 
 
 def create(action: Any = pb.WRITE_STEP, key: bytes = KEY, cid: str = CID, **kw: Any) -> pb.StepRequest:
-    return pb.StepRequest(protocol_version=1, context_id=cid, client_key=key, create=True,
-                          messages=[pb.ChatMessage(role="user", content=QUESTION)], action=action,
-                          max_tokens=kw.pop("max_tokens", 32), **kw)
+    return pb.StepRequest(protocol_version=kw.pop("protocol_version", 1), context_id=cid, client_key=key,
+                          create=True, messages=[pb.ChatMessage(role="user", content=QUESTION)],
+                          action=action, max_tokens=kw.pop("max_tokens", 32), **kw)
 
 
 def follow(state: pb.TranscriptState, new_text: str, action: Any = pb.WRITE_STEP, key: bytes = KEY,
            cid: str = CID, **kw: Any) -> pb.StepRequest:
     if action in (pb.WRITE_STEP, pb.WRITE_ANSWER):
         kw.setdefault("max_tokens", 32)
-    return pb.StepRequest(protocol_version=1, context_id=cid, client_key=key, base=state, new_text=new_text,
-                          action=action, **kw)
+    return pb.StepRequest(protocol_version=kw.pop("protocol_version", 1), context_id=cid, client_key=key,
+                          base=state, new_text=new_text, action=action, **kw)
 
 
 def expected_state(appended: str) -> tuple[int, str]:
@@ -149,6 +149,49 @@ def test_create_write_step_then_delta_commits_text_and_digest() -> None:
         assert (second.timings.reused_tokens, second.timings.prefill_tokens) == (12, 8)
 
     run(scenario())
+
+
+def test_a_version_2_call_names_and_gets_its_state_in_16_raw_bytes() -> None:
+    engine = make_engine(FakeLLM())
+
+    async def scenario() -> None:
+        first = (await engine.handle(create(protocol_version=2))).result
+        length, digest = expected_state("52=59-7")
+        assert (first.state.length_bytes, first.state.digest, first.state.digest_raw) == (
+            length, "", bytes.fromhex(digest)[:16])
+        wrong = pb.TranscriptState(length_bytes=length, digest_raw=b"\0" * 16)
+        refused = await engine.handle(follow(wrong, "\n", protocol_version=2))
+        assert refused.mismatch.kind == pb.ContextMismatch.DIGEST_MISMATCH
+        second = (await engine.handle(follow(first.state, "\n", protocol_version=2))).result
+        assert second.state.digest_raw == bytes.fromhex(expected_state("52=59-7\n52=59-7")[1])[:16]
+
+    run(scenario())
+
+
+def test_a_streamed_write_gives_its_pieces_and_a_cancel_after_them_commits_nothing() -> None:
+    engine = make_engine(FakeLLM())
+    pieces: list[pb.StepPiece] = []
+
+    async def scenario() -> None:
+        first = (await engine.handle(create(protocol_version=2, stream=True), on_piece=pieces.append)).result
+        assert [(p.index, p.text) for p in pieces] == list(enumerate("52=59-7"))
+        assert first.text == "52=59-7"
+        pieces.clear()
+
+        def cancel_after_three() -> bool:
+            return len(pieces) >= 3
+
+        with pytest.raises(RequestCancelled):
+            await engine.handle(follow(first.state, "\n", protocol_version=2, stream=True),
+                                is_cancelled=cancel_after_three, on_piece=pieces.append)
+        assert len(pieces) >= 3
+        # Nothing committed: the same base still continues the context.
+        again = await engine.handle(follow(first.state, "\n", protocol_version=2))
+        assert again.result.state.length_bytes == len("52=59-7\n52=59-7")
+
+    run(scenario())
+    with pytest.raises(InvalidRequest, match="stream is version 2's field"):
+        run(engine.handle(create(stream=True, cid=os.urandom(16).hex())))
 
 
 def test_mismatches_are_typed_and_change_nothing() -> None:
@@ -270,8 +313,8 @@ def test_one_context_is_serialized_and_many_contexts_run_together() -> None:
 
 def test_refusals_reuse_the_validation_messages() -> None:
     engine = make_engine(FakeLLM())
-    with pytest.raises(InvalidRequest, match="protocol_version 2 is not supported"):
-        run(engine.handle(pb.StepRequest(protocol_version=2)))
+    with pytest.raises(InvalidRequest, match="protocol_version 3 is not supported"):
+        run(engine.handle(pb.StepRequest(protocol_version=3)))
     with pytest.raises(InvalidRequest, match="max_tokens must be in 1..8192 for a write"):
         run(engine.handle(create(max_tokens=0)))
 

@@ -94,6 +94,28 @@ def test_create_write_step_then_a_delta(client: StreamClient) -> None:
     assert (answer.text, answer.stop_reason) == ("A:386", pb.EOS)
 
 
+def test_a_version_2_stream_call_sends_its_text_in_pieces_before_the_reply(client: StreamClient) -> None:
+    """v2 `stream`: non-final pieces as vLLM generates, adding up to the final (committed) text; the
+    states travel as 16 raw digest bytes; a non-streamed v2 call gets its reply alone."""
+    key, cid, question = secrets.token_bytes(32), secrets.token_hex(16), "59-7*6+74"
+    pieces: list[pb.StepPiece] = []
+    first = client.call(pb.StepRequest(
+        protocol_version=2, context_id=cid, client_key=key, create=True, stream=True,
+        messages=[pb.ChatMessage(role="user", content=question)], action=pb.WRITE_STEP, max_tokens=32),
+        on_piece=pieces.append).result
+    assert first.text == "52=59-7"
+    assert len(pieces) >= 2 and [p.index for p in pieces] == list(range(len(pieces)))
+    assert "".join(p.text for p in pieces) == first.text  # the stop string "\n" is never sent
+    digest = TranscriptDigest([("user", question)])
+    digest.extend(first.text)
+    assert (first.state.digest, first.state.digest_raw) == ("", digest.view().raw)
+    quiet: list[pb.StepPiece] = []
+    second = client.call(pb.StepRequest(
+        protocol_version=2, context_id=cid, client_key=key, base=first.state, new_text="\n",
+        action=pb.WRITE_STEP, max_tokens=32), on_piece=quiet.append).result
+    assert (second.text, quiet) == ("312=52*6", [])
+
+
 def test_a_stale_base_gets_a_typed_mismatch_and_changes_nothing(client: StreamClient) -> None:
     ctx = Context("90-1+87+83+8-77")
     ctx.accept(client.call(ctx.request(pb.WRITE_STEP)), "")
@@ -131,8 +153,8 @@ def test_score_reports_the_tail_logprob(client: StreamClient) -> None:
 
 
 def test_refusals_carry_the_onnx_engines_messages(client: StreamClient) -> None:
-    with pytest.raises(StreamCallError, match="protocol_version 2 is not supported"):
-        client.call(pb.StepRequest(protocol_version=2))
+    with pytest.raises(StreamCallError, match="protocol_version 3 is not supported"):
+        client.call(pb.StepRequest(protocol_version=3))
     ctx = Context("59-7*6+74")
     with pytest.raises(StreamCallError, match="max_tokens must be in 1..8192 for a write"):
         client.call(ctx.request(pb.WRITE_STEP, max_tokens=0))

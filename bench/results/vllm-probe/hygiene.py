@@ -93,7 +93,7 @@ def main() -> None:
     if args.scenario == "sigkill-stub":
         try:
             with StreamClient(server.config.grpc_url, timeout_s=60) as fresh:
-                fresh.call(pb.StepRequest(protocol_version=2), timeout_s=30)
+                fresh.call(pb.StepRequest(protocol_version=3), timeout_s=30)
         except Exception as exc:
             print("a call after the stub died:", type(exc).__name__, str(exc)[:160])
     for pid in alive(pids):
