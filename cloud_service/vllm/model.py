@@ -44,6 +44,7 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 from cloud_service.errors import InvalidRequest  # noqa: E402
 from cloud_service.vllm.contexts import TableLimits  # noqa: E402
 from cloud_service.vllm.engine import EngineSettings, PromptFormat, RequestCancelled, VllmEngine  # noqa: E402
+from cloud_service.vllm.metrics import VllmMetrics  # noqa: E402
 from protos import edge_cloud_v1_pb2 as pb  # noqa: E402
 from protos.contract import REPLY_TENSOR, REQUEST_TENSOR  # noqa: E402
 
@@ -124,6 +125,7 @@ class TritonPythonModel:
             ),
         )
         self.engine = VllmEngine(self._llm, tokenizer, make_sampling, settings)
+        self.metrics = VllmMetrics(pb_utils, args["model_name"])
         asyncio.run_coroutine_threadsafe(self.engine.warm_up(), self._loop).result(_START_TIMEOUT_S)
         log.info("glimp_llm (vllm) serving %s: window %d tokens, KV %s GiB, started in %.1f s",
                  model_dir, window, os.environ["VLLM_CPU_KVCACHE_SPACE"], time.perf_counter() - started)
@@ -139,6 +141,12 @@ class TritonPythonModel:
         for request in requests:
             asyncio.run_coroutine_threadsafe(self._serve(request, received_s), self._loop)
         return None
+
+    def _update_metrics(self) -> None:
+        try:
+            self.metrics.update(self.engine.stats())
+        except Exception:  # metrics must never fail a call
+            log.warning("glimp_llm: updating the metrics failed", exc_info=True)
 
     async def _serve(self, request: Any, received_s: float) -> None:
         sender = request.get_response_sender()
@@ -157,6 +165,7 @@ class TritonPythonModel:
             log.exception("glimp_llm failed on a request")
             response = _error(f"internal error in glimp_llm ({type(exc).__name__}); see the server log",
                               pb_utils.TritonError.INTERNAL)
+        self._update_metrics()  # after every call: the calls still running, the counters so far
         try:
             sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         except Exception:  # the client is gone (cancelled stream): nothing left to tell it

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,39 @@ def test_a_version_2_stream_call_sends_its_text_in_pieces_before_the_reply(clien
         protocol_version=2, context_id=cid, client_key=key, base=first.state, new_text="\n",
         action=pb.WRITE_STEP, max_tokens=32), on_piece=quiet.append).result
     assert (second.text, quiet) == ("312=52*6", [])
+
+
+def metric(server: Any, name: str, labels: str = "") -> float:
+    """Sum of the `name` series whose labels contain `labels` on the server's metrics page."""
+    page = urllib.request.urlopen(f"http://127.0.0.1:{server.config.metrics_port}/metrics", timeout=10)
+    pattern = rf"^{name}\{{[^}}]*{labels}[^}}]*\}} (\S+)$"
+    values = [float(v) for v in re.findall(pattern, page.read().decode(), flags=re.MULTILINE)]
+    assert values, f"{name} {labels} is not on the metrics page"
+    return sum(values)
+
+
+def test_the_model_reports_vllms_prefix_cache_and_the_contexts_on_tritons_metrics_port(
+        client: StreamClient, vllm_server: Any) -> None:
+    names = ("reused_tokens_total", "prefill_tokens_total", "decode_tokens_total", "context_cache_hits_total")
+    before = {name: metric(vllm_server, f"glimp_{name}") for name in names}
+    digest = 'kind="DIGEST_MISMATCH"'
+    digest_mismatches = metric(vllm_server, "glimp_context_mismatches_total", digest)
+    ctx = Context("59-7*6+74")
+    first = ctx.accept(client.call(ctx.request(pb.WRITE_STEP)), "")
+    steps = "\n312=52*6\n386=312+74\n"  # past one 32-token block: the absorbed prompt is cached
+    second = ctx.accept(client.call(ctx.request(pb.ABSORB, steps)), steps)
+    third = ctx.accept(client.call(ctx.request(pb.WRITE_ANSWER)), "")
+    wrong = ctx.request(pb.WRITE_STEP, "\n")
+    wrong.base.digest = "0" * 64
+    assert client.call(wrong).mismatch.kind == pb.ContextMismatch.DIGEST_MISMATCH
+    gained = {name: metric(vllm_server, f"glimp_{name}") - value for name, value in before.items()}
+    timings = [first.timings, second.timings, third.timings]
+    assert gained["reused_tokens_total"] == sum(t.reused_tokens for t in timings) >= 32
+    assert gained["prefill_tokens_total"] == sum(t.prefill_tokens for t in timings)
+    assert gained["decode_tokens_total"] == sum(t.decode_tokens for t in timings)
+    assert gained["context_cache_hits_total"] >= 1
+    assert metric(vllm_server, "glimp_context_mismatches_total", digest) == digest_mismatches + 1
+    assert metric(vllm_server, "glimp_requests_running") == 0
 
 
 def test_a_stale_base_gets_a_typed_mismatch_and_changes_nothing(client: StreamClient) -> None:

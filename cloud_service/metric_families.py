@@ -1,0 +1,55 @@
+"""An engine's own Prometheus families on Triton's metrics port, through the stub's MetricFamily.
+
+`pb_utils` exists only inside the python-backend stub, so it is passed in. Each engine names its
+series (`MetricSpec`) and turns its counters into {(name, label value): value}; counters stay
+monotonic by adding the change since the last update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Series = dict[tuple[str, "str | None"], float]  # (metric name, label value or None) -> value
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    kind: str  # "COUNTER" | "GAUGE"
+    help: str
+    label: str | None = None  # one label name, or none
+    values: tuple[str, ...] = ()  # the label's values
+
+
+class MetricFamilies:
+    """Registers the metric families with Triton and mirrors an engine's counters into them."""
+
+    def __init__(self, pb_utils: Any, model_name: str, prefix: str, specs: Sequence[MetricSpec]) -> None:
+        # The families must stay referenced, or Triton drops them.
+        self._families = {}
+        self._metrics: dict[tuple[str, str | None], Any] = {}
+        for spec in specs:
+            kind = getattr(pb_utils.MetricFamily, spec.kind)
+            family = pb_utils.MetricFamily(name=prefix + spec.name, description=spec.help, kind=kind)
+            self._families[spec.name] = family
+            for value in spec.values or (None,):
+                labels = {"model": model_name}
+                if spec.label is not None and value is not None:
+                    labels[spec.label] = value
+                self._metrics[(spec.name, value)] = family.Metric(labels=labels)
+        self._kinds = {spec.name: spec.kind for spec in specs}
+        self._last: dict[tuple[str, str | None], float] = {}
+
+    def update(self, series_values: Series) -> None:
+        """Set the gauges; add to each counter what it gained since the last update."""
+        for series, value in series_values.items():
+            metric = self._metrics[series]
+            if self._kinds[series[0]] == "GAUGE":
+                metric.set(float(value))
+                continue
+            delta = value - self._last.get(series, 0.0)
+            if delta > 0:
+                metric.increment(float(delta))
+            self._last[series] = value

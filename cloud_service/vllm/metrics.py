@@ -1,0 +1,61 @@
+"""The vLLM engine's Prometheus metrics on Triton's metrics port (pb_utils.MetricFamily).
+
+The contract's series share the ONNX engine's names (a dashboard reads either engine the same
+way); the context cache holds text only here (the KV half is vLLM's prefix cache), so its bytes
+gauge is `context_text_bytes`. The prefix-cache hit rate is
+reused_tokens_total / (reused_tokens_total + prefill_tokens_total), both from vLLM's own
+num_cached_tokens per request.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloud_service.metric_families import MetricFamilies, MetricSpec, Series
+from cloud_service.metrics import MISMATCH_KINDS, PREFIX
+from cloud_service.vllm.contexts import EVICTION_REASONS
+from cloud_service.vllm.engine import EngineStats
+
+SPECS = (
+    MetricSpec("context_cache_hits_total", "COUNTER", "Calls that found their context (any state)"),
+    MetricSpec("context_cache_misses_total", "COUNTER",
+               "Calls whose context was unknown (never made, evicted, expired or another credential's)"),
+    MetricSpec("context_mismatches_total", "COUNTER", "Calls answered with a context mismatch", "kind",
+               MISMATCH_KINDS),
+    MetricSpec("context_cache_evictions_total", "COUNTER", "Contexts dropped from the cache", "reason",
+               EVICTION_REASONS),
+    MetricSpec("context_text_bytes", "GAUGE", "Bytes of prompt and committed text held by the contexts"),
+    MetricSpec("context_cache_contexts", "GAUGE", "Contexts held"),
+    MetricSpec("prefill_tokens_total", "COUNTER", "Prompt tokens vLLM computed (not in its prefix cache)"),
+    MetricSpec("reused_tokens_total", "COUNTER", "Prompt tokens vLLM found in its prefix cache"),
+    MetricSpec("decode_tokens_total", "COUNTER", "Tokens generated"),
+    MetricSpec("requests_running", "GAUGE", "Calls being computed by vLLM now"),
+)
+
+
+def flatten(stats: EngineStats) -> Series:
+    series: Series = {
+        ("context_cache_hits_total", None): stats.hits,
+        ("context_cache_misses_total", None): stats.misses,
+        ("context_text_bytes", None): stats.text_bytes,
+        ("context_cache_contexts", None): stats.contexts,
+        ("prefill_tokens_total", None): stats.prefill_tokens,
+        ("reused_tokens_total", None): stats.reused_tokens,
+        ("decode_tokens_total", None): stats.decode_tokens,
+        ("requests_running", None): stats.running,
+    }
+    for kind in MISMATCH_KINDS:
+        series[("context_mismatches_total", kind)] = stats.mismatches.get(kind, 0)
+    for reason in EVICTION_REASONS:
+        series[("context_cache_evictions_total", reason)] = stats.evictions.get(reason, 0)
+    return series
+
+
+class VllmMetrics:
+    """The vLLM engine's families, mirrored from its EngineStats."""
+
+    def __init__(self, pb_utils: Any, model_name: str) -> None:
+        self._families = MetricFamilies(pb_utils, model_name, PREFIX, SPECS)
+
+    def update(self, stats: EngineStats) -> None:
+        self._families.update(flatten(stats))
