@@ -25,7 +25,7 @@ from glimp_common.env import env_int
 from onnx_lm import GREEDY, ChatMessage, TextCodec
 from onnx_lm.manifest import Manifest
 from protos import edge_cloud_v1_pb2 as pb
-from protos.contract import PROTOCOL_VERSION
+from protos.contract import PROTOCOL_VERSION, transcript_state
 
 QUESTION = (ChatMessage("user", "Add the numbers 12, 7, 30 and 51, one step at a time."),)
 
@@ -80,8 +80,7 @@ def _measure(llm: TritonLLM, codec: TextCodec, prompt: str, transcript: str, del
         step_text = f"{delimiter}Step {1000 + k}: now we check the sum once more."
         conversation = llm.open(QUESTION)
         conversation.call(LLMRequest(LLMAction.ABSORB, transcript, GREEDY))  # the context the cloud holds
-        view = conversation.server_view
-        base = pb.TranscriptState(length_bytes=view.length_bytes, digest=view.digest)
+        base = transcript_state(conversation.server_view, PROTOCOL_VERSION)
         delta = llm.link.exchange(_step(conversation.context_id, llm.client_key, max_tokens,
                                         base=base, new_text=step_text))
         messages = [pb.ChatMessage(role=m.role, content=m.content) for m in QUESTION]
