@@ -4,7 +4,8 @@ The contract's series share the ONNX engine's names (a dashboard reads either en
 way); the context cache holds text only here (the KV half is vLLM's prefix cache), so its bytes
 gauge is `context_text_bytes`. The prefix-cache hit rate is
 reused_tokens_total / (reused_tokens_total + prefill_tokens_total), both from vLLM's own
-num_cached_tokens per request.
+num_cached_tokens per request. Waiting requests and KV usage come from vLLM's scheduler
+(scheduler_gauges.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from cloud_service.metric_families import MetricFamilies, MetricSpec, Series
 from cloud_service.metrics import MISMATCH_KINDS, PREFIX
 from cloud_service.vllm.contexts import EVICTION_REASONS
 from cloud_service.vllm.engine import EngineStats
+from cloud_service.vllm.scheduler_gauges import SchedulerSnapshot
 
 SPECS = (
     MetricSpec("context_cache_hits_total", "COUNTER", "Calls that found their context (any state)"),
@@ -30,11 +32,17 @@ SPECS = (
     MetricSpec("reused_tokens_total", "COUNTER", "Prompt tokens vLLM found in its prefix cache"),
     MetricSpec("decode_tokens_total", "COUNTER", "Tokens generated"),
     MetricSpec("requests_running", "GAUGE", "Calls being computed by vLLM now"),
+    MetricSpec("requests_waiting", "GAUGE",
+               "Requests vLLM's scheduler holds waiting (its batch or KV space is full), at its last step"),
+    MetricSpec("kv_cache_usage_ratio", "GAUGE",
+               "Share of vLLM's KV blocks held by running requests (0-1), at its last step"),
 )
 
 
-def flatten(stats: EngineStats) -> Series:
+def flatten(stats: EngineStats, scheduler: SchedulerSnapshot) -> Series:
     series: Series = {
+        ("requests_waiting", None): scheduler.waiting,
+        ("kv_cache_usage_ratio", None): scheduler.kv_cache_usage,
         ("context_cache_hits_total", None): stats.hits,
         ("context_cache_misses_total", None): stats.misses,
         ("context_text_bytes", None): stats.text_bytes,
@@ -57,5 +65,5 @@ class VllmMetrics:
     def __init__(self, pb_utils: Any, model_name: str) -> None:
         self._families = MetricFamilies(pb_utils, model_name, PREFIX, SPECS)
 
-    def update(self, stats: EngineStats) -> None:
-        self._families.update(flatten(stats))
+    def update(self, stats: EngineStats, scheduler: SchedulerSnapshot) -> None:
+        self._families.update(flatten(stats, scheduler))

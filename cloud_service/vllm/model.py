@@ -13,8 +13,8 @@ RPC (ModelStreamInfer).
 
 All contract logic lives in `cloud_service.vllm.engine` (installed in the environment the stub
 runs: the first `python3` on the server's PATH). Parameters (config.pbtxt, all strings):
-MODEL_DIR (HF checkpoint folder, relative to this model's folder), KV_CACHE_GIB
-(VLLM_CPU_KVCACHE_SPACE), MAX_MODEL_LEN (0: the checkpoint's), MAX_NUM_SEQS, DTYPE,
+MODEL_DIR (HF checkpoint folder, relative to this model's folder), KV_CACHE_BYTES
+(vLLM's kv_cache_memory_bytes), MAX_MODEL_LEN (0: the checkpoint's), MAX_NUM_SEQS, DTYPE,
 PROMPT_TEMPLATE / STEP_DELIMITER (the ONNX manifest's fields, for folders without a chat
 template), MAX_CONTEXTS, TEXT_BUDGET_BYTES, IDLE_TTL_S.
 """
@@ -40,13 +40,15 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
+from google.protobuf.message import DecodeError  # noqa: E402
 
 from cloud_service.errors import InvalidRequest  # noqa: E402
 from cloud_service.vllm.contexts import TableLimits  # noqa: E402
 from cloud_service.vllm.engine import EngineSettings, PromptFormat, RequestCancelled, VllmEngine  # noqa: E402
 from cloud_service.vllm.metrics import VllmMetrics  # noqa: E402
+from cloud_service.vllm.scheduler_gauges import SchedulerGauges  # noqa: E402
 from protos import edge_cloud_v1_pb2 as pb  # noqa: E402
-from protos.contract import REPLY_TENSOR, REQUEST_TENSOR  # noqa: E402
+from protos.contract import REPLY_TENSOR, REQUEST_TENSOR, SUPPORTED_PROTOCOL_VERSIONS  # noqa: E402
 
 log = logging.getLogger("glimp_llm")
 
@@ -71,8 +73,11 @@ class TritonPythonModel:
         model_dir = Path(params.get("MODEL_DIR", "llm"))
         if not model_dir.is_absolute():
             model_dir = Path(args["model_repository"]) / model_dir
-        # Read by vLLM's CPU worker when it sizes the KV cache (GiB); set before vLLM is imported.
-        os.environ["VLLM_CPU_KVCACHE_SPACE"] = params.get("KV_CACHE_GIB", "1")
+        # vLLM's CPU platform lets this legacy variable (whole GiB) override kv_cache_memory_bytes:
+        # the repository's budget is the one that holds.
+        if os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None) is not None:
+            log.warning("glimp_llm: VLLM_CPU_KVCACHE_SPACE ignored; KV_CACHE_BYTES sets the KV space")
+        kv_cache_bytes = int(params.get("KV_CACHE_BYTES", str(1 << 30)))
         # Engine processes spawned from here die with their parent (see cloud_service/vllm/hygiene.py);
         # DIE_WITH_PARENT=0 turns that off (only to show what it prevents).
         os.environ["GLIMP_DIE_WITH_PARENT"] = "0" if params.get("DIE_WITH_PARENT", "1") == "0" else "1"
@@ -87,6 +92,7 @@ class TritonPythonModel:
             dtype=params.get("DTYPE", "auto"),
             max_model_len=max_model_len,
             max_num_seqs=int(params.get("MAX_NUM_SEQS", "64")),
+            kv_cache_memory_bytes=kv_cache_bytes,
             block_size=32,  # the CPU attention backend takes multiples of 32 only
             enable_prefix_caching=True,  # the KV half of the context cache
             enforce_eager=True,  # no torch.compile: minutes of start-up on these CPUs
@@ -96,8 +102,10 @@ class TritonPythonModel:
         self._thread = threading.Thread(target=self._loop.run_forever, name="glimp-vllm-loop", daemon=True)
         self._thread.start()
 
+        self.scheduler = SchedulerGauges()
+
         async def start() -> Any:
-            return AsyncLLM.from_engine_args(engine_args)
+            return AsyncLLM.from_engine_args(engine_args, stat_loggers=[self.scheduler.stat_logger()])
 
         started = time.perf_counter()
         self._llm = asyncio.run_coroutine_threadsafe(start(), self._loop).result(_START_TIMEOUT_S)
@@ -127,8 +135,8 @@ class TritonPythonModel:
         self.engine = VllmEngine(self._llm, tokenizer, make_sampling, settings)
         self.metrics = VllmMetrics(pb_utils, args["model_name"])
         asyncio.run_coroutine_threadsafe(self.engine.warm_up(), self._loop).result(_START_TIMEOUT_S)
-        log.info("glimp_llm (vllm) serving %s: window %d tokens, KV %s GiB, started in %.1f s",
-                 model_dir, window, os.environ["VLLM_CPU_KVCACHE_SPACE"], time.perf_counter() - started)
+        log.info("glimp_llm (vllm) serving %s: window %d tokens, KV %.0f MiB, started in %.1f s",
+                 model_dir, window, kv_cache_bytes / (1 << 20), time.perf_counter() - started)
 
     @staticmethod
     def _load_tokenizer(model_dir: Path) -> Any:
@@ -144,12 +152,13 @@ class TritonPythonModel:
 
     def _update_metrics(self) -> None:
         try:
-            self.metrics.update(self.engine.stats())
+            self.metrics.update(self.engine.stats(), self.scheduler.snapshot())
         except Exception:  # metrics must never fail a call
             log.warning("glimp_llm: updating the metrics failed", exc_info=True)
 
     async def _serve(self, request: Any, received_s: float) -> None:
         sender = request.get_response_sender()
+        data = b""
         try:
             data = _request_bytes(request)
             reply = await self.engine.handle_bytes(data, received_s=received_s,
@@ -157,14 +166,14 @@ class TritonPythonModel:
                                                    on_piece=lambda piece: _send_piece(sender, piece))
             response = _reply_response(reply)
         except InvalidRequest as exc:
-            response = _error(str(exc), pb_utils.TritonError.INVALID_ARG)
+            response = _refusal(data, str(exc), pb_utils.TritonError.INVALID_ARG)
         except RequestCancelled as exc:
             log.info("glimp_llm: a call was cancelled by its client; nothing committed")
-            response = _error(str(exc), pb_utils.TritonError.CANCELLED)
+            response = _refusal(data, str(exc), pb_utils.TritonError.CANCELLED)
         except Exception as exc:  # a bug or an engine failure: the caller must not see a traceback
             log.exception("glimp_llm failed on a request")
-            response = _error(f"internal error in glimp_llm ({type(exc).__name__}); see the server log",
-                              pb_utils.TritonError.INTERNAL)
+            response = _refusal(data, f"internal error in glimp_llm ({type(exc).__name__}); see the server "
+                                "log", pb_utils.TritonError.INTERNAL)
         self._update_metrics()  # after every call: the calls still running, the counters so far
         try:
             sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
@@ -212,6 +221,29 @@ def _send_piece(sender: Any, piece: Any) -> None:
         sender.send(_reply_response(pb.StepReply(piece=piece).SerializeToString()), flags=0)
     except Exception:
         log.debug("glimp_llm: a piece could not be sent", exc_info=True)
+
+
+def _refusal(data: bytes, message: str, code: int) -> Any:
+    """A refused call: in band for a version-2 request (over the stream an error response carries
+    only its message, no status code: StepReply.refused keeps the code), the error for version 1."""
+    if refusal_version(data) not in IN_BAND_VERSIONS:
+        return _error(message, code)
+    # grpc.StatusCode values; pb_utils' error codes exist only once the stub runs, not at import.
+    grpc_codes = {pb_utils.TritonError.INVALID_ARG: 3, pb_utils.TritonError.CANCELLED: 1}
+    refused = pb.Refusal(grpc_code=grpc_codes.get(code, _GRPC_INTERNAL), message=message)
+    return _reply_response(pb.StepReply(refused=refused).SerializeToString())
+
+
+def refusal_version(data: bytes) -> int:
+    """The protocol version a request claims; 0 when it does not parse."""
+    try:
+        return int(pb.StepRequest.FromString(data).protocol_version)
+    except DecodeError:
+        return 0
+
+
+IN_BAND_VERSIONS = tuple(v for v in SUPPORTED_PROTOCOL_VERSIONS if v >= 2)  # an unknown version: the error
+_GRPC_INTERNAL = 13
 
 
 def _error(message: str, code: int) -> Any:

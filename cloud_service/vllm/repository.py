@@ -23,11 +23,12 @@ MODEL_FILE = Path(__file__).resolve().parent / "model.py"
 MODEL_SUBDIR = "llm"
 _HF_MARKERS = ("config.json",)
 _WEIGHTS = ("*.safetensors", "*.bin")
+_MIN_KV_BYTES = 16 << 20  # below this vLLM cannot hold one window of the toy model's blocks
 
 
 @dataclass(frozen=True)
 class VllmSettings:
-    kv_cache_gib: float = 1.0  # VLLM_CPU_KVCACHE_SPACE: vLLM's KV space for every context together
+    kv_cache_bytes: int = 1 << 30  # vLLM's KV space for every context together (kv_cache_memory_bytes)
     max_model_len: int = 0  # 0: the checkpoint's own window
     max_num_seqs: int = 64  # requests vLLM batches at once
     dtype: str = "auto"
@@ -40,8 +41,9 @@ class VllmSettings:
     die_with_parent: bool = True  # engine processes get PR_SET_PDEATHSIG (see hygiene.py)
 
     def __post_init__(self) -> None:
-        if not self.kv_cache_gib > 0:
-            raise ValueError(f"the KV cache needs > 0 GiB, got {self.kv_cache_gib}")
+        if self.kv_cache_bytes < _MIN_KV_BYTES:
+            raise ValueError(f"vLLM's KV cache needs at least {_MIN_KV_BYTES >> 20} MiB, got "
+                             f"{self.kv_cache_bytes / (1 << 20):.1f} MiB")
         if self.max_model_len < 0 or self.max_num_seqs < 1 or not self.step_delimiter:
             raise ValueError(f"bad vLLM settings: {self}")
         if "{question}" not in self.prompt_template:
@@ -50,7 +52,7 @@ class VllmSettings:
     def parameters(self) -> dict[str, str]:
         return {
             "MODEL_DIR": MODEL_SUBDIR,
-            "KV_CACHE_GIB": _number(self.kv_cache_gib),
+            "KV_CACHE_BYTES": str(int(self.kv_cache_bytes)),
             "MAX_MODEL_LEN": str(self.max_model_len),
             "MAX_NUM_SEQS": str(self.max_num_seqs),
             "DTYPE": self.dtype,
@@ -67,6 +69,18 @@ def is_hf_checkpoint(folder: Path | str) -> bool:
     folder = Path(folder)
     return all((folder / m).is_file() for m in _HF_MARKERS) and any(
         next(folder.glob(pattern), None) is not None for pattern in _WEIGHTS)
+
+
+def has_chat_template(folder: Path | str) -> bool:
+    """Whether the checkpoint's tokenizer brings a chat template (transformers reads these places)."""
+    folder = Path(folder)
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(isinstance(config, dict) and config.get("chat_template"))
 
 
 def render_config(settings: VllmSettings) -> str:

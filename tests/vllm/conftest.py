@@ -41,7 +41,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     base = tmp_path_factory.mktemp("vllm_repo")
     repository = build_repository(TOY_LLM_HF, base / "repository",
-                                  VllmSettings(prompt_template="Q:{question}\n", kv_cache_gib=1))
+                                  VllmSettings(prompt_template="Q:{question}\n", kv_cache_bytes=1 << 30))
     server = VllmTritonServer(VllmServerConfig(repository=repository, venv=CLOUD_VENV, exit_timeout_s=5,
                                                log_file=base / "tritonserver.log"))
     try:

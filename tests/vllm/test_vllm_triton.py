@@ -13,7 +13,7 @@ import secrets
 import signal
 import time
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,20 @@ def test_the_model_reports_vllms_prefix_cache_and_the_contexts_on_tritons_metric
     assert metric(vllm_server, "glimp_requests_running") == 0
 
 
+def test_the_metrics_show_vllms_kv_use_and_queue_while_calls_run(
+        client: StreamClient, vllm_server: Any) -> None:
+    """Read once the first of 24 concurrent writes is answered: the others still hold KV blocks."""
+    contexts = [Context(p["question"]) for p in PROBLEMS[60:84]]
+    futures = [client.submit(ctx.request(pb.WRITE_STEP, max_tokens=32)) for ctx in contexts]
+    next(as_completed(futures, timeout=300)).result()
+    usage = metric(vllm_server, "glimp_kv_cache_usage_ratio")
+    waiting = metric(vllm_server, "glimp_requests_waiting")
+    for future in futures:
+        future.result(300)
+    assert 0 < usage <= 1, usage
+    assert waiting >= 0  # 24 calls fit vLLM's batch of 64: none wait, but the series is there
+
+
 def test_a_stale_base_gets_a_typed_mismatch_and_changes_nothing(client: StreamClient) -> None:
     ctx = Context("90-1+87+83+8-77")
     ctx.accept(client.call(ctx.request(pb.WRITE_STEP)), "")
@@ -196,6 +210,17 @@ def test_refusals_carry_the_onnx_engines_messages(client: StreamClient) -> None:
     long = ctx.request(pb.ABSORB, "1" * 200)
     with pytest.raises(StreamCallError, match="but the model's window is 128 tokens"):
         client.call(long)
+
+
+def test_a_version_2_refusal_comes_in_band_with_its_status_code(client: StreamClient) -> None:
+    """Over the stream an error has no status code: a v2 call gets StepReply.refused, which keeps it."""
+    ctx = Context("59-7*6+74")
+    request = ctx.request(pb.WRITE_STEP, max_tokens=0)
+    request.protocol_version = 2
+    reply = client.call(request)
+    assert reply.WhichOneof("outcome") == "refused", reply
+    assert reply.refused.grpc_code == 3  # INVALID_ARGUMENT, what the ONNX engine's status is
+    assert "max_tokens must be in 1..8192 for a write" in reply.refused.message
 
 
 def test_unary_infer_is_unimplemented_on_a_decoupled_model(vllm_server: Any) -> None:

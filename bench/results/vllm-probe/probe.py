@@ -122,8 +122,9 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(f"/tmp/glimp-vllm-probe-{os.getpid()}")
     repository = build_repository(REPO / "models/toy-pair/llm-hf", work / "repository",
-                                  VllmSettings(prompt_template="Q:{question}\n", kv_cache_gib=args.kv_gib,
-                                               link_model=True), force=True)
+                                  VllmSettings(prompt_template="Q:{question}\n",
+                                               kv_cache_bytes=int(args.kv_gib * (1 << 30)), link_model=True),
+                                  force=True)
     server = VllmTritonServer(VllmServerConfig(repository=repository, log_file=work / "tritonserver.log"))
     report: dict[str, Any] = {
         "command": "python bench/results/vllm-probe/probe.py",
