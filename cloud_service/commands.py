@@ -1,4 +1,8 @@
-"""`glimp serve MODEL_DIR`: the exported LLM on a local Triton server (the real `tritonserver` binary).
+"""`glimp serve MODEL_DIR`: the LLM on a local Triton server (the real `tritonserver` binary).
+
+Two engines behind the same model, gateway and contract (cloud_service/engine_choice.py): an
+exported ONNX folder runs on ONNX Runtime, a Hugging Face checkpoint folder on vLLM (continuous
+batching, its prefix cache holding the contexts' KV) in the cloud environment (`make cloud-venv`).
 
 Refuses an SLM folder and ports already in use before anything starts; builds the model
 repository, starts the server, waits until a real tiny inference succeeds and checks that the
@@ -25,6 +29,7 @@ from types import FrameType
 from cloud_service.balancer.fleet import MAX_REPLICAS, LocalFleet
 from cloud_service.balancer.fleet_command import fleet_work_dir, start_fleet
 from cloud_service.balancer.nginx_config import AFFINITY, POLICIES
+from cloud_service.engine_choice import AUTO, ENGINES, ONNX, VLLM, Engine, choose_engine
 from cloud_service.errors import ServerStartError
 from cloud_service.launcher import ServerConfig, TritonServer
 from cloud_service.ports import check_ports_free, owns_listener
@@ -33,12 +38,17 @@ from cloud_service.security import TOKEN_ENV, TOKEN_FILE_ENV, TLSFiles, read_tok
 from cloud_service.server_flags import TritonFlags
 from cloud_service.serving_config import ServingConfig
 from cloud_service.supervisor import Supervisor, SupervisorConfig
+from cloud_service.vllm import repository as vllm_repository
 from glimp_common.env import env_flag, env_float, env_int, env_path, env_str
 from glimp_common.errors import BadInputError
 from onnx_lm.manifest import check_role
 from protos.contract import GRPC_AUTH_METADATA_KEY, MODEL_NAME
 
 PRODUCTION_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-py3"  # CUDA 13, as onnxruntime-gpu 1.31 needs
+VLLM_IMAGE = "nvcr.io/nvidia/tritonserver:25.08-vllm-python-py3"  # GPU vLLM in Triton's own Python
+# A readiness inference of the vLLM engine joins the running batch: give it longer before healing
+# (a heal restarts an engine that takes a minute to load).
+_VLLM_CHECK_TIMEOUT_S = 30.0
 _MIB = 1 << 20
 # Shell expressions the container's bash expands: the edge token from its environment, and a fresh
 # admin token nobody needs to know (model control stays closed).
@@ -49,7 +59,18 @@ _CONTAINER_ADMIN_TOKEN = "$(head -c 24 /dev/urandom | base64 | tr -dc A-Za-z0-9)
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     defaults = ServingConfig
     parser.add_argument("model_dir", type=Path, nargs="?", default=env_path("GLIMP_SERVE_MODEL_DIR"),
-                        help="exported LLM folder (from `glimp export`) (env GLIMP_SERVE_MODEL_DIR)")
+                        help="the LLM: an exported ONNX folder (from `glimp export`) or a Hugging Face "
+                        "checkpoint folder (env GLIMP_SERVE_MODEL_DIR)")
+    parser.add_argument("--engine", choices=ENGINES, default=env_str("GLIMP_ENGINE", AUTO),
+                        help="onnx (ONNX Runtime, one step at a time) or vllm (continuous batching; "
+                        "needs `make cloud-venv`); auto: onnx for an exported folder, vllm for a checkpoint "
+                        "(env GLIMP_ENGINE)")
+    parser.add_argument("--prompt-template", default=env_str("GLIMP_PROMPT_TEMPLATE"),
+                        help="vllm, a checkpoint without a chat template: how a question becomes the "
+                        "prompt, with {question} (the toy pair: 'Q:{question}\\n') "
+                        "(env GLIMP_PROMPT_TEMPLATE)")
+    parser.add_argument("--step-delimiter", default=env_str("GLIMP_STEP_DELIMITER", "\\n"),
+                        help="vllm: the text between reasoning steps (env GLIMP_STEP_DELIMITER)")
     parser.add_argument("--host", default=env_str("GLIMP_SERVE_HOST", defaults.host),
                         help="address to listen on; 0.0.0.0 for every interface (env GLIMP_SERVE_HOST)")
     parser.add_argument("--grpc-port", type=int, default=env_int("GLIMP_GRPC_PORT", defaults.grpc_port),
@@ -73,7 +94,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "connects locally) (env GLIMP_TLS_SERVER_NAME)")
     parser.add_argument("--cache-budget-mb", type=float,
                         default=env_float("GLIMP_CACHE_BUDGET_MB", defaults.cache_budget_bytes / _MIB),
-                        help="context cache budget, KV + text, MiB (env GLIMP_CACHE_BUDGET_MB)")
+                        help="context cache budget, MiB: KV + text (onnx), vLLM's KV space (vllm) "
+                        "(env GLIMP_CACHE_BUDGET_MB)")
     parser.add_argument("--idle-ttl-s", type=float,
                         default=env_float("GLIMP_IDLE_TTL_S", defaults.idle_ttl_s),
                         help="drop a context unused this long, seconds (env GLIMP_IDLE_TTL_S)")
@@ -109,19 +131,25 @@ class _StopRequested(BaseException):
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.model_dir is None:
-        raise BadInputError("give the exported LLM folder: glimp serve MODEL_DIR")
-    check_role(args.model_dir, "llm", given_as="the model to serve",
-               fix="serve the LLM's folder (the SLM runs on the edge: glimp run --slm DIR)")
+        raise BadInputError("give the LLM's folder: glimp serve MODEL_DIR (an ONNX export or a checkpoint)")
+    engine = choose_engine(args.model_dir, args.engine)
+    if engine.name == ONNX:
+        check_role(args.model_dir, "llm", given_as="the model to serve",
+                   fix="serve the LLM's folder (the SLM runs on the edge: glimp run --slm DIR)")
     settings = RepositorySettings(
         cache_budget_bytes=int(args.cache_budget_mb * _MIB), idle_ttl_s=args.idle_ttl_s,
         providers=args.providers, intra_op_threads=args.intra_op_threads, link_model=args.repository is None,
     )
+    vllm_settings = _vllm_settings(args) if engine.name == VLLM else None
     if args.build_only:
-        return _build_only(args, settings)
+        return _build_only(args, settings, vllm_settings)
     token = _token(args)
     check_ports_free(args.host, {"--grpc-port": args.grpc_port, "--metrics-port": args.metrics_port})
     tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert or args.tls_key else None
     if args.replicas != 1:
+        if engine.name == VLLM:
+            raise BadInputError("--replicas runs the onnx engine; the vllm engine batches every context "
+                                "in one server: serve one per host (or per GPU) instead")
         return _serve_replicas(args, settings, token, tls)
     # The log outlives a failed server (the launcher's own would go with its work dir): a failure
     # names it. Removed after a clean stop unless the user asked for it with --log-file.
@@ -133,15 +161,20 @@ def run(args: argparse.Namespace) -> int:
     keep_log = False
     supervisor: Supervisor | None = None
     try:
-        repository = build_repository(args.model_dir, repository_dir, settings, force=True)
+        if vllm_settings is None:
+            repository = build_repository(args.model_dir, repository_dir, settings, force=True)
+        else:
+            repository = vllm_repository.build_repository(args.model_dir, repository_dir, vllm_settings,
+                                                          force=True)
         server = TritonServer(ServerConfig(
             repository=repository, grpc_port=args.grpc_port, metrics_port=args.metrics_port, host=args.host,
             token=token, tls=tls, tls_server_name=args.tls_server_name,
             startup_timeout_s=args.startup_timeout_s, log_file=log_file,
+            python_bin=engine.python_bin, decoupled=engine.decoupled,
         ))
         _start(server, log_file)
-        _print_ready(server, args, time.perf_counter() - started, token is not None)
-        supervisor = Supervisor(server, SupervisorConfig(period_s=args.check_period_s)).start()
+        _print_ready(server, args, time.perf_counter() - started, token is not None, engine)
+        supervisor = Supervisor(server, _supervision(args, engine)).start()
         supervisor.gave_up.wait()
         raise ServerStartError(f"tritonserver could not be healed (heals: {dict(supervisor.heals)}): "
                                f"{log_cause(log_file)}; full log: {log_file}")
@@ -163,6 +196,34 @@ def run(args: argparse.Namespace) -> int:
             log_file.unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _vllm_settings(args: argparse.Namespace) -> vllm_repository.VllmSettings:
+    """The vLLM repository's settings from the flags; BadInputError naming the flag to fix."""
+    template = _unescape(args.prompt_template)
+    if template is None and not vllm_repository.has_chat_template(args.model_dir):
+        raise BadInputError(
+            f"{args.model_dir}'s tokenizer has no chat template, so the server cannot tell how a question "
+            "becomes the prompt: pass --prompt-template with {question} in it (the toy pair's LLM: "
+            "--prompt-template 'Q:{question}\\n')")
+    try:
+        return vllm_repository.VllmSettings(
+            kv_cache_bytes=int(args.cache_budget_mb * _MIB), idle_ttl_s=args.idle_ttl_s,
+            prompt_template=template or "{question}", step_delimiter=_unescape(args.step_delimiter) or "\n",
+            link_model=args.repository is None)
+    except ValueError as exc:
+        raise BadInputError(f"{exc} (--cache-budget-mb, --prompt-template, --step-delimiter)") from None
+
+
+def _unescape(text: str | None) -> str | None:
+    """A literal backslash-n typed on a command line is a newline (as `glimp export` reads it)."""
+    return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _supervision(args: argparse.Namespace, engine: Engine) -> SupervisorConfig:
+    if engine.name == VLLM:
+        return SupervisorConfig(period_s=args.check_period_s, check_timeout_s=_VLLM_CHECK_TIMEOUT_S)
+    return SupervisorConfig(period_s=args.check_period_s)
 
 
 def _start(server: TritonServer, log_file: Path) -> None:
@@ -231,10 +292,12 @@ def _token(args: argparse.Namespace) -> str | None:
     return token
 
 
-def _print_ready(server: TritonServer, args: argparse.Namespace, ready_s: float, has_token: bool) -> None:
+def _print_ready(server: TritonServer, args: argparse.Namespace, ready_s: float, has_token: bool,
+                 engine: Engine) -> None:
     auth = f"token required (metadata {GRPC_AUTH_METADATA_KEY})" if has_token else "NO TOKEN: open"
     tls = "TLS" if args.tls_cert else "plaintext"
-    print(f"glimp serve: {MODEL_NAME} ready in {ready_s:.1f} s (model {args.model_dir})")
+    print(f"glimp serve: {MODEL_NAME} ready in {ready_s:.1f} s "
+          f"(model {args.model_dir}, engine {engine.name})")
     print(f"  gRPC     {server.grpc_url}  ({tls}, {auth})")
     print(f"  metrics  {server.metrics_url}")
     kept = "" if args.log_file else "  (removed after a clean stop, kept after a failure)"
@@ -243,29 +306,38 @@ def _print_ready(server: TritonServer, args: argparse.Namespace, ready_s: float,
     print("Ctrl-C or SIGTERM stops it.", flush=True)
 
 
-def _build_only(args: argparse.Namespace, settings: RepositorySettings) -> int:
+def _build_only(args: argparse.Namespace, settings: RepositorySettings,
+                vllm_settings: vllm_repository.VllmSettings | None) -> int:
     if args.repository is None:
         raise BadInputError("--build-only needs --repository DIR (where to write the repository)")
-    repository = build_repository(args.model_dir, args.repository, settings, force=True).resolve()
+    if vllm_settings is None:
+        repository = build_repository(args.model_dir, args.repository, settings, force=True).resolve()
+    else:
+        repository = vllm_repository.build_repository(args.model_dir, args.repository, vllm_settings,
+                                                      force=True).resolve()
     print(f"glimp serve: model repository written to {repository}")
     print("Run it in NVIDIA's Triton container (GPU host, token in $GLIMP_EDGE_TOKEN):")
-    print(production_command(repository, args.grpc_port, args.metrics_port))
+    print(production_command(repository, args.grpc_port, args.metrics_port, vllm=vllm_settings is not None))
     return 0
 
 
 def production_command(repository: Path, grpc_port: int = ServingConfig.grpc_port,
-                       metrics_port: int = ServingConfig.metrics_port) -> str:
+                       metrics_port: int = ServingConfig.metrics_port, *, vllm: bool = False) -> str:
     """The `docker run` line that serves the same repository with NVIDIA's Triton container.
 
-    The container's Python gets this project's base install (ONNX Runtime and the contract;
-    its tritonserver replaces nvidia-pytriton's); the project source is mounted at /src. The
-    tritonserver flags are `production_flags()`, the same object the launcher renders.
+    The container's Python gets this project: its base install for the onnx engine (ONNX Runtime
+    and the contract; the container's tritonserver replaces nvidia-pytriton's), or for the vllm
+    engine the project alone on the vLLM image, whose GPU vLLM and transformers it uses as they are
+    (`--no-deps`: this project's CPU pins must not replace them). The source is mounted at /src;
+    the tritonserver flags are `production_flags()`, the same object the launcher renders.
     """
     flags = " \\\n    ".join(production_flags().args())
+    image, install = (VLLM_IMAGE, "pip install --no-cache-dir --no-deps /tmp/src") if vllm else \
+        (PRODUCTION_IMAGE, "pip install --no-cache-dir /tmp/src")
     return (
         f"docker run --rm --gpus all --shm-size=2g -p {grpc_port}:8001 -p {metrics_port}:8002 \\\n"
         f"  -v {repository}:/models -v $PWD:/src:ro -v $PWD/certs:/certs:ro -e GLIMP_EDGE_TOKEN \\\n"
-        f"  {PRODUCTION_IMAGE} bash -c 'cp -r /src /tmp/src && pip install --no-cache-dir /tmp/src && \\\n"
+        f"  {image} bash -c 'cp -r /src /tmp/src && {install} && \\\n"
         f"  exec tritonserver {flags}'"
     )
 

@@ -75,6 +75,7 @@ class ServerConfig:
     stop_timeout_s: float = 20.0  # SIGTERM grace before SIGKILL
     log_file: Path | None = None  # server log; None: a temporary file removed at stop
     python_bin: Path = field(default_factory=lambda: Path(sys.prefix) / "bin")  # env the stub imports from
+    decoupled: bool = False  # the model answers over ModelStreamInfer only (the vLLM engine)
 
     def __post_init__(self) -> None:
         check_ports(self.grpc_port, self.metrics_port)
@@ -309,12 +310,15 @@ class TritonServer:
         libs = [str(bundled), str(sysconfig.get_config_var("LIBDIR"))]
         env["LD_LIBRARY_PATH"] = os.pathsep.join(libs + [p for p in [env.get("LD_LIBRARY_PATH")] if p])
         env["PATH"] = os.pathsep.join([str(self.config.python_bin), env.get("PATH", "")])
+        # The stub's environment, not the one `glimp serve` runs in (they differ for the vLLM engine).
+        env["VIRTUAL_ENV"] = str(self.config.python_bin.parent)
+        env.setdefault("LANG", "C.UTF-8")  # torch, imported by vLLM, reads text files as the locale says
         return env
 
     def _readiness_target(self) -> ReadinessTarget:
         cfg = self.config
         tls_root = cfg.tls.cert if cfg.tls else None
-        return ReadinessTarget(cfg.grpc_url, cfg.token, tls_root, cfg.tls_server_name)
+        return ReadinessTarget(cfg.grpc_url, cfg.token, tls_root, cfg.tls_server_name, streamed=cfg.decoupled)
 
     def _wait_ready(self, started: float) -> None:
         deadline = started + self.config.startup_timeout_s

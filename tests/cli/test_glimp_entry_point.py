@@ -33,7 +33,7 @@ def test_log_level_is_accepted_before_and_after_the_command(
     levels = _levels(monkeypatch)
     assert main(argv) == 2  # serve without a model folder: a clear error, after logging is set up
     assert levels == ["DEBUG"]
-    assert "give the exported LLM folder" in capsys.readouterr().err
+    assert "give the LLM's folder" in capsys.readouterr().err
 
 
 def test_log_level_has_an_environment_twin(monkeypatch: pytest.MonkeyPatch) -> None:
