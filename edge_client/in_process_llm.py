@@ -80,7 +80,7 @@ class InProcessConversation:
         elapsed_s = time.perf_counter() - started
         cost = CallCost(
             round_trip_s=elapsed_s, compute_s=elapsed_s, prefill_tokens=stats.prefill_tokens,
-            decode_tokens=reply.cost.decode_tokens,
+            decode_tokens=reply.cost.decode_tokens, first_text_s=elapsed_s,
         )
         return LLMReply(reply.text, reply.stop_reason, reply.stop_string, cost, reply.mean_logprob)
 

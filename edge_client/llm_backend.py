@@ -56,6 +56,7 @@ class CallCost:
     resync_bytes_up: int = 0  # part of bytes_up spent on a full resend after a mismatch
     resync_s: float = 0.0  # part of round_trip_s spent on that resend
     resynced: bool = False
+    first_text_s: float = 0.0  # from the call to its first text (a streamed piece, else the reply)
 
     @property
     def network_s(self) -> float:

@@ -40,6 +40,7 @@ class StepOutcome:
     verdict: str = ""  # a draft's: "accept" | "rewrite"; empty for a step that was not drafted
     signal: float | None = None  # what the draft's judgement compared
     signal_name: str = ""
+    cloud_first_text_s: float = 0.0  # a cloud step: from its call to the first text (time to first token)
 
 
 def step_record(start: StepStart, outcome: StepOutcome) -> StepRecord:
@@ -53,5 +54,5 @@ def step_record(start: StepStart, outcome: StepOutcome) -> StepRecord:
     return StepRecord(
         start.index, outcome.writer, start.entropy_nats, decision, signal_name, signal, outcome.text,
         outcome.stop, outcome.slm_tokens, outcome.llm_tokens, outcome.wasted_tokens, start.slm_prefill_tokens,
-        outcome.llm_prefill_tokens, timing, traffic, outcome.error,
+        outcome.llm_prefill_tokens, timing, traffic, outcome.error, outcome.cloud_first_text_s,
     )

@@ -79,6 +79,7 @@ class StepRecord:
     timing: Timing
     traffic: Traffic
     error: str = ""  # the cloud error behind a degraded step
+    cloud_first_text_s: float = 0.0  # a cloud step: from its call to the first text (0: not one)
 
     @property
     def step_tokens(self) -> int:

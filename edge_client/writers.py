@@ -98,6 +98,7 @@ class CloudWriter:
             base, writer="cloud", text=self.q.marked(reply.text, stop), stop=stop,
             llm_tokens=base.llm_tokens + reply.cost.decode_tokens,
             llm_prefill_tokens=base.llm_prefill_tokens + reply.cost.prefill_tokens,
+            cloud_first_text_s=reply.cost.first_text_s,
         )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_client.link import CloudLinkConfig, ResilienceConfig, ResilientLLM, RetryPolicy, TritonLLM
-from edge_client.link.transport import Exchange, TritonLink
+from edge_client.link.transport import Exchange, PieceSink, TritonLink
 from edge_client.llm_backend import LLMAction, LLMRequest
 from onnx_lm import GREEDY, ChatMessage
 from protos import edge_cloud_v1_pb2 as pb
@@ -55,8 +55,9 @@ class RecordingLink(TritonLink):
         self.reused_tokens = 0
         self.prefill_tokens = 0
 
-    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None) -> Exchange:
-        done = super().exchange(request, timeout_s)
+    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None,
+                 on_piece: PieceSink | None = None) -> Exchange:
+        done = super().exchange(request, timeout_s, on_piece)
         if done.reply.WhichOneof("outcome") == "result":
             self.reused_tokens += done.reply.result.timings.reused_tokens
             self.prefill_tokens += done.reply.result.timings.prefill_tokens

@@ -221,6 +221,7 @@ def _reply(result: pb.StepResult, exchanges: list[Exchange], resync: Exchange | 
         decode_tokens=sum(t.decode_tokens for t in timings),
         resync_bytes_up=resync.bytes_up if resync else 0, resync_s=resync.round_trip_s if resync else 0.0,
         resynced=resync is not None,
+        first_text_s=sum(e.round_trip_s for e in exchanges[:-1]) + exchanges[-1].first_text_s,
     )
     return LLMReply(
         text=result.text, stop_reason=_STOP_REASONS.get(result.stop_reason, "absorbed"),

@@ -232,7 +232,9 @@ class ResilientConversation:
             with self._state_lock:
                 extra, self._unreported = self._unreported, CallCost()
         # Retries and the wait for a background push are time this step spent on the link.
-        cost = replace(reply.cost, round_trip_s=time.perf_counter() - started,
+        round_trip_s = time.perf_counter() - started
+        cost = replace(reply.cost, round_trip_s=round_trip_s,
+                       first_text_s=round_trip_s - reply.cost.round_trip_s + reply.cost.first_text_s,
                        bytes_up=reply.cost.bytes_up + extra.bytes_up,
                        bytes_down=reply.cost.bytes_down + extra.bytes_down)
         return replace(reply, cost=cost)

@@ -3,7 +3,12 @@
 `TritonLink` owns the channel and the generated stub. Every call has a deadline, the edge token
 travels as the metadata Triton's restricted protocol checks, the context id travels as
 `x-glimp-context` (a balancer hashes on it to keep a context on one replica), and bytes up/down
-are exactly the serialized gRPC messages (`ByteSize()`). No retries here:
+are exactly the serialized gRPC messages (`ByteSize()`). A decoupled model (the vLLM engine)
+refuses unary ModelInfer with UNIMPLEMENTED: the link then switches to Triton's streaming RPC,
+one short stream per call (the refused call never reached the model, so it is sent again), and
+stays on it. Over the stream a version-2 refusal comes in band (StepReply.refused, with the
+status code a unary call would have had), and a streamed write's pieces arrive before its reply
+(`on_piece`); `Exchange.first_text_s` is when the first text arrived. No retries here:
 `edge_client.link.resilient` adds them. Per-call cross-cutting work (the benchmark's wire-byte
 count) plugs in as gRPC client interceptors, which every channel of the link (`renew` included)
 is wrapped in.
@@ -11,6 +16,7 @@ is wrapped in.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +36,8 @@ from edge_client.link.kserve import build_infer_request, parse_infer_response
 from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import CONTEXT_METADATA_KEY, GRPC_AUTH_METADATA_KEY
 
+log = logging.getLogger(__name__)
+PieceSink = Callable[[pb.StepPiece], None]  # shown each streamed piece of a write, as it arrives
 TOKEN_METADATA_KEY = GRPC_AUTH_METADATA_KEY  # Triton's restricted-protocol header
 _MAX_MESSAGE_BYTES = 64 << 20
 
@@ -66,8 +74,9 @@ class Exchange:
 
     reply: pb.StepReply
     bytes_up: int  # serialized ModelInferRequest
-    bytes_down: int  # serialized ModelInferResponse
+    bytes_down: int  # serialized ModelInferResponse(s) (every streamed response, pieces included)
     round_trip_s: float
+    first_text_s: float  # until the first text arrived: the first piece, else the reply
 
 
 class TritonLink:
@@ -88,15 +97,57 @@ class TritonLink:
         self.interceptors = tuple(interceptors)
         self._on_channel = on_channel
         self._metadata = ((TOKEN_METADATA_KEY, config.token),) if config.token else ()
+        self.streamed = False  # set once the model turned out decoupled (see the module docstring)
         self._channel, self._stub = self._connect()
 
-    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None) -> Exchange:
-        """Send one StepRequest; map gRPC failures to `edge_client.errors`."""
+    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None,
+                 on_piece: PieceSink | None = None) -> Exchange:
+        """Send one StepRequest; map gRPC failures to `edge_client.errors`.
+
+        A refusal in band raises the error its status code maps to, as a unary refusal does.
+        """
         infer = build_infer_request(request)
+        if not self.streamed:
+            started = time.perf_counter()
+            try:
+                response = self.send_infer(infer, timeout_s, context_id=request.context_id)
+            except DecoupledModel:
+                log.info("%s serves a decoupled model: calls go over ModelStreamInfer", self.config.url)
+                self.streamed = True
+            else:
+                elapsed = time.perf_counter() - started
+                reply = _checked(parse_infer_response(response), self.config.url)
+                return Exchange(reply, infer.ByteSize(), response.ByteSize(), elapsed, elapsed)
+        return self._exchange_streamed(infer, timeout_s, request.context_id, on_piece)
+
+    def _exchange_streamed(self, infer: service_pb2.ModelInferRequest, timeout_s: float | None,
+                           context_id: str, on_piece: PieceSink | None) -> Exchange:
+        """One call over its own ModelStreamInfer stream: pieces (if any), then the final reply."""
+        stub = self._stub
         started = time.perf_counter()
-        response = self.send_infer(infer, timeout_s, context_id=request.context_id)
+        first_text_s, bytes_down, final = None, 0, None
+        try:
+            for response in stub.ModelStreamInfer(iter([infer]), timeout=timeout_s or self.config.timeout_s,
+                                                  metadata=self._call_metadata(context_id),
+                                                  compression=self._compression()):
+                bytes_down += response.ByteSize()
+                if response.error_message:  # Triton itself failed the call (the model refuses in band)
+                    raise CloudUnavailableError(f"the cloud at {self.config.url} failed the call: "
+                                                f"{response.error_message}")
+                reply = parse_infer_response(response.infer_response)
+                first_text_s = first_text_s or time.perf_counter() - started
+                if reply.HasField("piece"):
+                    if on_piece is not None:
+                        on_piece(reply.piece)
+                else:
+                    final = reply
+        except grpc.RpcError as exc:
+            raise map_rpc_error(exc, self.config.url) from exc
         elapsed = time.perf_counter() - started
-        return Exchange(parse_infer_response(response), infer.ByteSize(), response.ByteSize(), elapsed)
+        if final is None:
+            raise CloudUnavailableError(f"the cloud at {self.config.url} ended the stream without a reply")
+        return Exchange(_checked(final, self.config.url), infer.ByteSize(), bytes_down, elapsed,
+                        first_text_s or elapsed)
 
     def send_infer(self, infer: service_pb2.ModelInferRequest, timeout_s: float | None = None, *,
                    context_id: str = "") -> service_pb2.ModelInferResponse:
@@ -105,15 +156,22 @@ class TritonLink:
         `context_id` goes out as the `x-glimp-context` header (the balancer's hash key) when set.
         """
         stub = self._stub  # the channel of this call, even if `renew` swaps it meanwhile
-        metadata = self._metadata + (((CONTEXT_METADATA_KEY, context_id),) if context_id else ())
         try:
             response: service_pb2.ModelInferResponse = stub.ModelInfer(
-                infer, timeout=timeout_s or self.config.timeout_s, metadata=metadata,
-                compression=grpc.Compression.Gzip if self.config.gzip else None,
+                infer, timeout=timeout_s or self.config.timeout_s, metadata=self._call_metadata(context_id),
+                compression=self._compression(),
             )
         except grpc.RpcError as exc:
+            if _is_decoupled_refusal(exc):
+                raise DecoupledModel(str(exc.details())) from exc
             raise map_rpc_error(exc, self.config.url) from exc
         return response
+
+    def _call_metadata(self, context_id: str) -> tuple[tuple[str, str], ...]:
+        return self._metadata + (((CONTEXT_METADATA_KEY, context_id),) if context_id else ())
+
+    def _compression(self) -> grpc.Compression | None:
+        return grpc.Compression.Gzip if self.config.gzip else None
 
     @property
     def channel(self) -> grpc.Channel:
@@ -158,10 +216,32 @@ def open_channel(config: CloudLinkConfig) -> grpc.Channel:
     return grpc.secure_channel(config.url, credentials, options=options)
 
 
+class DecoupledModel(CloudError):
+    """The model answers over ModelStreamInfer only (unary ModelInfer is UNIMPLEMENTED for it)."""
+
+
+def _is_decoupled_refusal(exc: grpc.RpcError) -> bool:
+    code = exc.code() if hasattr(exc, "code") else None
+    return code == grpc.StatusCode.UNIMPLEMENTED and "decoupled" in str(exc.details() or "")
+
+
+def _checked(reply: pb.StepReply, url: str) -> pb.StepReply:
+    """The reply, or the error its in-band refusal maps to (the same as the unary status would)."""
+    if reply.WhichOneof("outcome") != "refused":
+        return reply
+    codes = {code.value[0]: code for code in grpc.StatusCode}
+    raise map_status(codes.get(reply.refused.grpc_code, grpc.StatusCode.UNKNOWN), reply.refused.message, url)
+
+
 def map_rpc_error(exc: grpc.RpcError, url: str) -> CloudError:
     """gRPC status -> the edge's error types (what the caller can do about it)."""
     code = exc.code() if hasattr(exc, "code") else None
     details = (exc.details() if hasattr(exc, "details") else str(exc)) or ""
+    return map_status(code, details, url)
+
+
+def map_status(code: grpc.StatusCode | None, details: str, url: str) -> CloudError:
+    """A status code and its message -> the edge's error types."""
     if code == grpc.StatusCode.UNAVAILABLE and ("restricted" in details or "expecting header" in details):
         return NotAuthorizedError(
             f"the cloud at {url} rejected the edge token ({details}); "

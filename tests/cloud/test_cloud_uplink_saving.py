@@ -40,7 +40,8 @@ class EngineLink:
         reply = pb.StepReply.FromString(self.engine.handle_bytes(request.SerializeToString()))
         response = _infer_response(reply)
         assert parse_infer_response(response) == reply
-        return Exchange(reply, infer.ByteSize(), response.ByteSize(), time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        return Exchange(reply, infer.ByteSize(), response.ByteSize(), elapsed, elapsed)
 
 
 def _infer_response(reply: pb.StepReply):  # type: ignore[no-untyped-def]
