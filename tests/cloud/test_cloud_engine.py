@@ -292,8 +292,9 @@ def test_version_2_carries_the_digest_in_16_raw_bytes(engine: Engine) -> None:
     """A v2 call names its base by the digest's first 16 bytes and gets its states back that way; a
     wrong byte is a DIGEST_MISMATCH; a v1 call on the same context is still answered in hex."""
     ids = new_ids()
-    first = engine.handle(pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1], create=True,
-                                         messages=PB_MESSAGES, new_text="Step 1:", action=pb.ABSORB)).result
+    first = engine.handle(pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1],
+                                         create=True, messages=PB_MESSAGES, new_text="Step 1:",
+                                         action=pb.ABSORB)).result
     assert (first.state.digest, len(first.state.digest_raw)) == ("", 16)
     held = TranscriptDigest((m.role, m.content) for m in MESSAGES)
     held.extend("Step 1:")
@@ -301,16 +302,16 @@ def test_version_2_carries_the_digest_in_16_raw_bytes(engine: Engine) -> None:
 
     wrong = pb.TranscriptState(length_bytes=first.state.length_bytes,
                                digest_raw=bytes([first.state.digest_raw[0] ^ 1]) + first.state.digest_raw[1:])
-    refused = engine.handle(pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1], base=wrong,
-                                           new_text=" x", action=pb.ABSORB))
+    refused = engine.handle(pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1],
+                                           base=wrong, new_text=" x", action=pb.ABSORB))
     assert refused.mismatch.kind == pb.ContextMismatch.DIGEST_MISMATCH
     assert refused.mismatch.server_state == first.state  # told back in the caller's version
 
     second = engine.handle(pb.StepRequest(protocol_version=2, context_id=ids[0], client_key=ids[1],
                                           base=first.state, new_text=" x", action=pb.ABSORB)).result
     held.extend(" x")
-    v1 = follow(engine, ids, pb.TranscriptState(length_bytes=second.state.length_bytes, digest=held.view().digest),
-                " y", action=pb.ABSORB).result
+    v1_base = pb.TranscriptState(length_bytes=second.state.length_bytes, digest=held.view().digest)
+    v1 = follow(engine, ids, v1_base, " y", action=pb.ABSORB).result
     held.extend(" y")
     assert (v1.state.digest, v1.state.digest_raw) == (held.view().digest, b"")
 
