@@ -171,12 +171,15 @@ class _Handlers(grpc.GenericRpcHandler):
         refused: list[str] = []
 
         def checked() -> Iterator[bytes]:
-            for raw in requests:
-                why = refused_parameter(raw)
-                if why is not None:
-                    refused.append(why)
-                    return  # half-close: the server finishes what it has, then the stream is refused
-                yield raw
+            try:
+                for raw in requests:
+                    why = refused_parameter(raw)
+                    if why is not None:
+                        refused.append(why)
+                        return  # half-close: the server finishes what it has, then the stream is refused
+                    yield raw
+            except grpc.RpcError:
+                return  # the edge's call ended while we waited for its next request: nothing more to send
 
         call = self._gateway.stream()(checked(), timeout=context.time_remaining())
         context.add_callback(call.cancel)
