@@ -71,6 +71,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "(env GLIMP_PROMPT_TEMPLATE)")
     parser.add_argument("--step-delimiter", default=env_str("GLIMP_STEP_DELIMITER", "\\n"),
                         help="vllm: the text between reasoning steps (env GLIMP_STEP_DELIMITER)")
+    parser.add_argument("--speculative", default=env_str("GLIMP_SPECULATIVE"),
+                        help="vllm: speculative decoding inside each cloud step: ngram (prompt lookup), or "
+                        "a draft checkpoint folder sharing the model's tokenizer (env GLIMP_SPECULATIVE)")
+    parser.add_argument("--speculative-tokens", type=int, default=env_int("GLIMP_SPECULATIVE_TOKENS", 3),
+                        help="vllm: tokens proposed per verification pass (env GLIMP_SPECULATIVE_TOKENS)")
     parser.add_argument("--host", default=env_str("GLIMP_SERVE_HOST", defaults.host),
                         help="address to listen on; 0.0.0.0 for every interface (env GLIMP_SERVE_HOST)")
     parser.add_argument("--grpc-port", type=int, default=env_int("GLIMP_GRPC_PORT", defaults.grpc_port),
@@ -140,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
         cache_budget_bytes=int(args.cache_budget_mb * _MIB), idle_ttl_s=args.idle_ttl_s,
         providers=args.providers, intra_op_threads=args.intra_op_threads, link_model=args.repository is None,
     )
+    if engine.name == ONNX and args.speculative:
+        raise BadInputError("--speculative is the vllm engine's (the onnx engine decodes one token a pass)")
     vllm_settings = _vllm_settings(args) if engine.name == VLLM else None
     if args.build_only:
         return _build_only(args, settings, vllm_settings)
@@ -210,9 +217,11 @@ def _vllm_settings(args: argparse.Namespace) -> vllm_repository.VllmSettings:
         return vllm_repository.VllmSettings(
             kv_cache_bytes=int(args.cache_budget_mb * _MIB), idle_ttl_s=args.idle_ttl_s,
             prompt_template=template or "{question}", step_delimiter=_unescape(args.step_delimiter) or "\n",
-            link_model=args.repository is None)
+            link_model=args.repository is None, speculative=args.speculative,
+            speculative_tokens=args.speculative_tokens)
     except ValueError as exc:
-        raise BadInputError(f"{exc} (--cache-budget-mb, --prompt-template, --step-delimiter)") from None
+        raise BadInputError(f"{exc} (--cache-budget-mb, --prompt-template, --step-delimiter, "
+                            "--speculative, --speculative-tokens)") from None
 
 
 def _unescape(text: str | None) -> str | None:

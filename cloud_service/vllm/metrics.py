@@ -36,6 +36,9 @@ SPECS = (
                "Requests vLLM's scheduler holds waiting (its batch or KV space is full), at its last step"),
     MetricSpec("kv_cache_usage_ratio", "GAUGE",
                "Share of vLLM's KV blocks held by running requests (0-1), at its last step"),
+    MetricSpec("spec_draft_tokens_total", "COUNTER", "Tokens speculative decoding proposed"),
+    MetricSpec("spec_accepted_tokens_total", "COUNTER",
+               "Proposed tokens the model accepted (acceptance rate = accepted / draft)"),
 )
 
 
@@ -43,6 +46,8 @@ def flatten(stats: EngineStats, scheduler: SchedulerSnapshot) -> Series:
     series: Series = {
         ("requests_waiting", None): scheduler.waiting,
         ("kv_cache_usage_ratio", None): scheduler.kv_cache_usage,
+        ("spec_draft_tokens_total", None): scheduler.draft_tokens,
+        ("spec_accepted_tokens_total", None): scheduler.accepted_tokens,
         ("context_cache_hits_total", None): stats.hits,
         ("context_cache_misses_total", None): stats.misses,
         ("context_text_bytes", None): stats.text_bytes,

@@ -87,6 +87,7 @@ class TritonPythonModel:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         max_model_len = int(params.get("MAX_MODEL_LEN", "0")) or None
+        speculative = _speculative_config(params, Path(args["model_repository"]))
         engine_args = AsyncEngineArgs(
             model=str(model_dir), tokenizer=str(model_dir),
             dtype=params.get("DTYPE", "auto"),
@@ -97,6 +98,7 @@ class TritonPythonModel:
             enable_prefix_caching=True,  # the KV half of the context cache
             enforce_eager=True,  # no torch.compile: minutes of start-up on these CPUs
             seed=0,
+            speculative_config=speculative,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="glimp-vllm-loop", daemon=True)
@@ -196,6 +198,19 @@ class TritonPythonModel:
         if getattr(self, "_loop", None) is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(_STOP_TIMEOUT_S)
+
+
+def _speculative_config(params: dict[str, str], model_folder: Path) -> dict[str, Any] | None:
+    """vLLM's speculative_config from SPECULATIVE ("", "ngram", "draft") and SPECULATIVE_TOKENS."""
+    kind, tokens = params.get("SPECULATIVE", ""), int(params.get("SPECULATIVE_TOKENS", "3"))
+    if not kind:
+        return None
+    if kind == "ngram":  # propose the tokens that followed the latest matching n-gram of the prompt
+        return {"method": "ngram", "num_speculative_tokens": tokens, "prompt_lookup_max": 4,
+                "prompt_lookup_min": 2}
+    if kind == "draft":
+        return {"model": str(model_folder / "draft"), "num_speculative_tokens": tokens}
+    raise pb_utils.TritonModelException(f"SPECULATIVE must be '', 'ngram' or 'draft', got {kind!r}")
 
 
 def _request_bytes(request: Any) -> bytes:

@@ -3,6 +3,7 @@
     <repository>/glimp_llm/config.pbtxt   python backend, decoupled, one KIND_CPU instance
     <repository>/glimp_llm/1/model.py     cloud_service/vllm/model.py
     <repository>/glimp_llm/llm/           the checkpoint folder (a copy, or a symlink)
+    <repository>/glimp_llm/draft/         a draft checkpoint, when speculative decoding uses one
 
 config.pbtxt is rendered from `VllmSettings` (no template edited by regex); strings are written
 with protobuf text-format escapes, so a "\\n" delimiter survives. Self-contained when copied: the
@@ -21,6 +22,8 @@ from protos.contract import MODEL_NAME, REPLY_TENSOR, REQUEST_TENSOR
 
 MODEL_FILE = Path(__file__).resolve().parent / "model.py"
 MODEL_SUBDIR = "llm"
+DRAFT_SUBDIR = "draft"
+NGRAM = "ngram"  # speculative decoding by prompt lookup: no draft model
 _HF_MARKERS = ("config.json",)
 _WEIGHTS = ("*.safetensors", "*.bin")
 _MIN_KV_BYTES = 16 << 20  # below this vLLM cannot hold one window of the toy model's blocks
@@ -39,6 +42,10 @@ class VllmSettings:
     idle_ttl_s: float = 900.0
     link_model: bool = False  # symlink the checkpoint instead of copying it (not self-contained)
     die_with_parent: bool = True  # engine processes get PR_SET_PDEATHSIG (see hygiene.py)
+    # Speculative decoding inside each cloud step: None (off), NGRAM, or a draft checkpoint folder
+    # sharing the model's tokenizer; `speculative_tokens` proposed per step, verified in one pass.
+    speculative: str | None = None
+    speculative_tokens: int = 3
 
     def __post_init__(self) -> None:
         if self.kv_cache_bytes < _MIN_KV_BYTES:
@@ -48,6 +55,16 @@ class VllmSettings:
             raise ValueError(f"bad vLLM settings: {self}")
         if "{question}" not in self.prompt_template:
             raise ValueError("prompt_template must contain {question}")
+        if not 1 <= self.speculative_tokens <= 16:
+            raise ValueError(f"speculative tokens must be in 1..16, got {self.speculative_tokens}")
+        if self.speculative not in (None, NGRAM) and not is_hf_checkpoint(self.speculative):
+            raise ValueError(f"the draft model {self.speculative} is not a Hugging Face checkpoint folder "
+                             "(config.json + weights); or use speculative decoding by n-gram: ngram")
+
+    @property
+    def speculative_kind(self) -> str:
+        """"" (off), "ngram" or "draft": the SPECULATIVE parameter."""
+        return "" if self.speculative is None else NGRAM if self.speculative == NGRAM else "draft"
 
     def parameters(self) -> dict[str, str]:
         return {
@@ -62,6 +79,8 @@ class VllmSettings:
             "TEXT_BUDGET_BYTES": str(self.text_budget_bytes),
             "IDLE_TTL_S": _number(self.idle_ttl_s),
             "DIE_WITH_PARENT": "1" if self.die_with_parent else "0",
+            "SPECULATIVE": self.speculative_kind,
+            "SPECULATIVE_TOKENS": str(self.speculative_tokens),
         }
 
 
@@ -118,11 +137,18 @@ def build_repository(model_dir: Path | str, repository: Path | str,
     (target / "1").mkdir(parents=True)
     shutil.copy2(MODEL_FILE, target / "1" / "model.py")
     (target / "config.pbtxt").write_text(render_config(settings), encoding="utf-8")
-    if settings.link_model:
-        (target / MODEL_SUBDIR).symlink_to(model_dir, target_is_directory=True)
-    else:
-        shutil.copytree(model_dir, target / MODEL_SUBDIR)
+    _place(model_dir, target / MODEL_SUBDIR, settings.link_model)
+    if settings.speculative_kind == "draft":
+        assert settings.speculative is not None
+        _place(Path(settings.speculative).resolve(), target / DRAFT_SUBDIR, settings.link_model)
     return repository
+
+
+def _place(folder: Path, where: Path, link: bool) -> None:
+    if link:
+        where.symlink_to(folder, target_is_directory=True)
+    else:
+        shutil.copytree(folder, where)
 
 
 def _quote(value: str) -> str:

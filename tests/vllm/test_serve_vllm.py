@@ -1,8 +1,9 @@
 """`glimp serve CHECKPOINT --engine vllm` as a user runs it, and the edge answering through it.
 
-One `glimp serve` process for the module (the toy LLM's HF checkpoint, a token, the gateway and
-supervisor of the onnx engine), reached the way an edge reaches it: `TritonLink` (which finds the
-model decoupled and moves to the streaming RPC) and `glimp run`. The last test stops it with
+One `glimp serve` process for the module (the toy LLM's HF checkpoint, a token, speculative
+decoding by n-gram, the gateway and supervisor of the onnx engine), reached the way an edge
+reaches it: `TritonLink` (which finds the model decoupled and moves to the streaming RPC) and
+`glimp run`. The last test stops it with
 SIGTERM and checks that nothing it started outlives it.
 """
 
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,7 @@ class Served:
     url: str
     token: str
     banner: list[str]
+    metrics_port: int
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +57,16 @@ def served() -> Iterator[Served]:
     except BadInputError as exc:
         pytest.skip(str(exc))
     token = secrets.token_urlsafe(24)
-    port = pick_free_port()
+    port, metrics_port = pick_free_port(), pick_free_port()
     env = {**os.environ, "GLIMP_EDGE_TOKEN": token}
     process = subprocess.Popen(
         [str(GLIMP), "serve", str(TOY_LLM_HF), "--engine", "vllm", "--prompt-template", "Q:{question}\\n",
-         "--cache-budget-mb", "256", "--grpc-port", str(port), "--metrics-port", str(pick_free_port())],
+         "--cache-budget-mb", "256", "--speculative", "ngram", "--grpc-port", str(port),
+         "--metrics-port", str(metrics_port)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
     banner = _read_banner(process)
     try:
-        yield Served(process, f"127.0.0.1:{port}", token, banner)
+        yield Served(process, f"127.0.0.1:{port}", token, banner, metrics_port)
     finally:
         if process.poll() is None:
             process.kill()
@@ -122,6 +127,21 @@ def test_glimp_run_answers_through_the_vllm_cloud(served: Served, tmp_path: Path
     assert steps and all(s["writer"] == "cloud" for s in steps), steps
     assert trace["answer_record"]["text"].strip() == ANSWER, trace["answer_record"]
     assert all(s["cloud_first_text_s"] > 0 for s in steps), "every cloud step keeps its time to first text"
+
+
+def test_speculative_decoding_proposed_and_accepted_tokens(served: Served) -> None:
+    """After the runs above: n-gram speculation proposed tokens, some accepted (greedy output is the
+    model's own either way: the answers above are right)."""
+    url = f"http://127.0.0.1:{served.metrics_port}/metrics"
+    page = urllib.request.urlopen(url, timeout=10).read().decode()
+
+    def value(name: str) -> float:
+        found = re.findall(rf"^{name}\{{[^}}]*\}} (\S+)$", page, flags=re.MULTILINE)
+        assert found, f"{name} is not on the metrics page"
+        return float(found[0])
+
+    drafted, accepted = value("glimp_spec_draft_tokens_total"), value("glimp_spec_accepted_tokens_total")
+    assert drafted > 0 and 0 < accepted <= drafted, (drafted, accepted)
 
 
 def test_a_dead_engine_is_healed_and_its_processes_do_not_linger(served: Served) -> None:
