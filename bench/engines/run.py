@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shlex
 import sys
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +37,9 @@ from cloud_service.vllm import repository as vllm_repository
 from cloud_service.vllm.server import descendants
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = {"onnx": ROOT / "models/toy-pair/llm", "vllm": ROOT / "models/toy-pair/llm-hf"}
+MODELS = {"onnx": ROOT / "models/toy-pair/llm", "vllm": ROOT / "models/toy-pair/llm-hf",
+          "vllm-ngram": ROOT / "models/toy-pair/llm-hf"}  # vllm with speculative decoding by n-gram
+SPECULATIVE = {"vllm-ngram": vllm_repository.NGRAM}
 TOY_PROMPT = "Q:{question}\n"  # the toy LLM's prompt (its checkpoint has no chat template)
 
 
@@ -54,11 +58,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def engine_server(name: str, work: Path, token: str, cache_budget_mb: float) -> Iterator[TritonServer]:
     """A started server for engine `name` on the toy pair's LLM, as `glimp serve` would run it."""
     model = MODELS[name]
-    engine = choose_engine(model, name)
+    engine = choose_engine(model, VLLM if name in SPECULATIVE else name)
     budget = int(cache_budget_mb * (1 << 20))
     if engine.name == VLLM:
         settings = vllm_repository.VllmSettings(kv_cache_bytes=budget, prompt_template=TOY_PROMPT,
-                                                link_model=True)
+                                                link_model=True, speculative=SPECULATIVE.get(name))
         repository = vllm_repository.build_repository(model, work / "repository", settings, force=True)
     else:
         onnx_settings = RepositorySettings(cache_budget_bytes=budget, link_model=True)
@@ -125,11 +129,26 @@ def run_engine(name: str, args: argparse.Namespace, problems: list[dict[str, Any
                 rows.append(row)
                 print(f"  {sessions:>2} sessions: {row['calls_per_s']} calls/s, p50 {row['call_p50_ms']} ms, "
                       f"p95 {row['call_p95_ms']} ms, errors {row['errors']}", flush=True)
+        spec = _speculation(server.metrics_url)
     one = rows[0]["calls_per_s"]
     for row in rows:
         row["throughput_vs_1_session"] = round(row["calls_per_s"] / one, 2)
     return {"engine": name, "model": str(MODELS[name].relative_to(ROOT)), "start_to_ready_s": server.ready_s,
-            "peak_rss_bytes": memory.peak_bytes, "peak_processes": memory.processes, "levels": rows}
+            "peak_rss_bytes": memory.peak_bytes, "peak_processes": memory.processes, "levels": rows,
+            "speculation": spec}
+
+
+def _speculation(metrics_url: str) -> dict[str, float] | None:
+    """Proposed / accepted tokens of speculative decoding from the metrics page (None: not served)."""
+    page = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    pattern = r"^glimp_spec_{}_tokens_total\{{[^}}]*\}} (\S+)$"
+    found = {name: re.findall(pattern.format(name), page, flags=re.MULTILINE)
+             for name in ("draft", "accepted")}
+    if not all(found.values()):
+        return None
+    draft, accepted = float(found["draft"][0]), float(found["accepted"][0])
+    return {"draft_tokens": draft, "accepted_tokens": accepted,
+            "acceptance_rate": round(accepted / draft, 4) if draft else 0.0}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -145,8 +164,13 @@ def table(results: list[dict[str, Any]]) -> str:
     rows.append("")
     for result in results:
         peak_gib = result["peak_rss_bytes"] / (1 << 30)
+        spec = result["speculation"]
+        accepted = ""
+        if spec and spec["draft_tokens"]:
+            accepted = (f"; speculation: {spec['accepted_tokens']:.0f} of {spec['draft_tokens']:.0f} "
+                        f"proposed tokens accepted ({100 * spec['acceptance_rate']:.1f} %)")
         rows.append(f"- {result['engine']}: start to ready {result['start_to_ready_s']:.1f} s; peak RSS "
-                    f"of the server's {result['peak_processes']} processes {peak_gib:.2f} GiB")
+                    f"of the server's {result['peak_processes']} processes {peak_gib:.2f} GiB{accepted}")
     return "\n".join(rows)
 
 
