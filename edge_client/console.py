@@ -17,28 +17,63 @@ from edge_client.trace import (
     RunResult,
     StepFinished,
     StepStarted,
+    TextPreview,
     TextWritten,
     Timing,
 )
 
 
 class StreamPrinter:
-    """An `on_event` callback that writes the reasoning to a text stream as it arrives."""
+    """An `on_event` callback that writes the reasoning to a text stream as it arrives.
+
+    A streaming cloud's step is shown as its pieces arrive (TextPreview, headed as the step will
+    be); its StepStarted and TextWritten then add only what the previews had not shown. Should
+    the committed text not begin with the previews (a retried call) it is written out whole on a
+    line of its own, and a step that degraded after its previews starts on a new line.
+    """
 
     def __init__(self, out: TextIO | None = None) -> None:
         self.out = out or sys.stdout
+        self._previewed: tuple[int, str] | None = None  # (step index, text shown) of a streamed step
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, StepStarted):
-            self._write(f"[{event.writer} H={event.entropy_nats:.2f}] ")
+        if isinstance(event, TextPreview):
+            self._preview(event)
+        elif isinstance(event, StepStarted):
+            self._start(event)
         elif isinstance(event, TextWritten):
-            self._write(event.text)
+            self._text(event.text)
         elif isinstance(event, StepFinished):
+            self._previewed = None
             self._write("\n")
         elif isinstance(event, AnswerStarted):
             self._write(f"[answer by {event.writer}] ")
         elif isinstance(event, AnswerFinished):
             self._write("\n")
+
+    def _preview(self, event: TextPreview) -> None:
+        if self._previewed is None or self._previewed[0] != event.index:
+            self._write(f"[cloud H={event.entropy_nats:.2f}] ")
+            self._previewed = (event.index, "")
+        self._previewed = (event.index, self._previewed[1] + event.text)
+        self._write(event.text)
+
+    def _start(self, event: StepStarted) -> None:
+        streamed = self._previewed is not None and self._previewed[0] == event.index
+        if streamed and event.writer == "cloud":
+            return  # its header is on screen already
+        if streamed:  # the cloud failed after its pieces: the SLM writes the step instead
+            self._previewed = None
+            self._write("\n")
+        self._write(f"[{event.writer} H={event.entropy_nats:.2f}] ")
+
+    def _text(self, text: str) -> None:
+        if self._previewed is None:
+            self._write(text)
+            return
+        shown = self._previewed[1]
+        self._previewed = (self._previewed[0], "")  # consumed: later text of the step is new
+        self._write(text[len(shown):] if text.startswith(shown) else f"\n  (as committed) {text}")
 
     def _write(self, text: str) -> None:
         self.out.write(text)

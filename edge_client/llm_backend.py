@@ -11,8 +11,8 @@ resends everything. So the loop never needs to know where the LLM runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
@@ -38,6 +38,9 @@ class LLMRequest:
     stop_strings: tuple[str, ...] = ()  # e.g. (step delimiter, end-of-thinking marker)
     max_tokens: int = 512
     candidate: str = ""  # SCORE only: the text to score, as if appended after the transcript ("": 0.0)
+    # A write's text as the LLM streams it, piece by piece, before the reply (a preview: the reply's
+    # text is what the server committed). Only a streaming cloud calls it; None: nobody is watching.
+    on_text: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,19 @@ class TextWritten:
 
 
 @dataclass(frozen=True)
+class TextPreview:
+    """A piece of a cloud step as the LLM streams it, before its StepStarted and TextWritten.
+
+    A preview: the step's TextWritten brings the text the server committed, which begins with
+    the previews unless the call failed and was retried (or the step degraded to the SLM).
+    """
+
+    index: int  # the step's
+    entropy_nats: float
+    text: str
+
+
+@dataclass(frozen=True)
 class StepFinished:
     record: StepRecord
 
@@ -199,5 +212,5 @@ class AnswerFinished:
     record: AnswerRecord
 
 
-Event = StepStarted | TextWritten | StepFinished | AnswerStarted | AnswerFinished
+Event = StepStarted | TextPreview | TextWritten | StepFinished | AnswerStarted | AnswerFinished
 EventCallback = Callable[[Event], None]

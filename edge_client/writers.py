@@ -19,7 +19,7 @@ from edge_client.llm_backend import CallCost
 from edge_client.policies import Draft, RoutingPolicy, Scorer, Verdict
 from edge_client.question import QuestionState
 from edge_client.step import StepOutcome, StepStart
-from edge_client.trace import StepStarted, TextWritten
+from edge_client.trace import StepStarted, TextPreview, TextWritten
 from onnx_lm import Generation, StopCriteria, decode_until
 
 
@@ -69,7 +69,7 @@ class CloudWriter:
         def by_cloud() -> StepOutcome:
             # The probe: the one SLM token a cloud step wastes.
             probe_only = StepOutcome("cloud", "", "", slm_tokens=1, wasted_tokens=1)
-            outcome = self.by_llm(probe_only, max_tokens, costs)
+            outcome = self.by_llm(probe_only, max_tokens, costs, preview=step)
             emit_whole_step(self.q, step, outcome)
             return outcome
 
@@ -90,9 +90,16 @@ class CloudWriter:
             f"step {step.index}: cloud unavailable to rewrite, draft kept (degraded)",
         )
 
-    def by_llm(self, base: StepOutcome, max_tokens: int, costs: list[CallCost]) -> StepOutcome:
-        """`base` with the LLM's step as its text (raises CloudUnavailableError)."""
-        reply = self.q.cloud.call(self.q.step_request(max_tokens), costs)
+    def by_llm(self, base: StepOutcome, max_tokens: int, costs: list[CallCost],
+               preview: StepStart | None = None) -> StepOutcome:
+        """`base` with the LLM's step as its text (raises CloudUnavailableError). With `preview`,
+        a streaming cloud's pieces are shown as TextPreview events while the step is written."""
+        request = self.q.step_request(max_tokens)
+        if preview is not None and self.q.on_event is not None:
+            step = preview
+            request = replace(request, on_text=lambda text: self.q.emit(
+                TextPreview(step.index, step.entropy_nats, text)))
+        reply = self.q.cloud.call(request, costs)
         stop = self.q.stop_kind(reply.stop_reason, reply.stop_string)
         return replace(
             base, writer="cloud", text=self.q.marked(reply.text, stop), stop=stop,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from edge_client.errors import BadInputError, CloudError, ContextMismatchError
 from edge_client.link.closer import BackgroundCloser
-from edge_client.link.transport import Exchange, TritonLink
+from edge_client.link.transport import Exchange, PieceSink, TritonLink
 from edge_client.llm_backend import CallCost, LLMAction, LLMReply, LLMRequest, empty_score_reply
 from onnx_lm import ChatMessage, SamplingParams
 from protos import edge_cloud_v1_pb2 as pb
@@ -34,6 +34,7 @@ _ACTIONS = {
     LLMAction.WRITE_STEP: pb.WRITE_STEP, LLMAction.WRITE_ANSWER: pb.WRITE_ANSWER,
     LLMAction.ABSORB: pb.ABSORB, LLMAction.SCORE: pb.SCORE,
 }
+_WRITES = (LLMAction.WRITE_STEP, LLMAction.WRITE_ANSWER)
 _STOP_REASONS = {
     pb.STOP_STRING: "stop_string", pb.EOS: "eos", pb.MAX_TOKENS: "max_tokens", pb.ABSORBED: "absorbed",
 }
@@ -81,7 +82,8 @@ class TritonConversation:
         # holds is resent whole rather than patched.
         resend = (self._resend_full or not self._created
                   or not request.transcript.startswith(self._held_text))
-        first = self._link.exchange(self._step_request(request, create=resend), timeout_s)
+        on_piece = self._piece_sink(request)
+        first = self._link.exchange(self._step_request(request, create=resend), timeout_s, on_piece)
         exchanges = [first]
         known = self._created or self._doubted  # a context of ours exists on the server
         resync = first if resend and known and not self._resend_full else None
@@ -89,7 +91,7 @@ class TritonConversation:
             mismatch = first.reply.mismatch
             log.info("context %s: %s (%s); resending the transcript", self.context_id[:8],
                      pb.ContextMismatch.Kind.Name(mismatch.kind), mismatch.detail)
-            resync = self._link.exchange(self._step_request(request, create=True), timeout_s)
+            resync = self._link.exchange(self._step_request(request, create=True), timeout_s, on_piece)
             exchanges.append(resync)
             if resync.reply.WhichOneof("outcome") != "result":
                 raise ContextMismatchError(
@@ -157,6 +159,14 @@ class TritonConversation:
     def _pairs(self) -> list[tuple[str, str]]:
         return [(m.role, m.content) for m in self.messages]
 
+    def _piece_sink(self, request: LLMRequest) -> PieceSink | None:
+        """Where a streamed write's pieces go: the request's watcher, when the cloud streams
+        (a decoupled model: the link learnt it on an earlier call) and the call writes text."""
+        watch = request.on_text
+        if watch is None or not self._link.streamed or request.action not in _WRITES:
+            return None
+        return lambda piece: watch(piece.text)
+
     def _step_request(self, request: LLMRequest, *, create: bool) -> pb.StepRequest:
         new_text = request.transcript if create else request.transcript[len(self._held_text):]
         step = pb.StepRequest(
@@ -164,8 +174,9 @@ class TritonConversation:
             create=create, action=_ACTIONS[request.action], new_text=new_text + request.candidate,
             stop=list(request.stop_strings), sampling=_sampling(request.sampling),
         )
-        if request.action in (LLMAction.WRITE_STEP, LLMAction.WRITE_ANSWER):
+        if request.action in _WRITES:
             step.max_tokens = request.max_tokens
+            step.stream = request.on_text is not None and self._link.streamed
         if request.action == LLMAction.SCORE:
             step.score_bytes = len(request.candidate.encode("utf-8"))
         if create:

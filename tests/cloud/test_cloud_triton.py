@@ -106,7 +106,10 @@ class TamperedStates:
         self.link, self.tamper_call, self.calls = link, tamper_call, 0
         self.sent: list[pb.StepRequest] = []
 
-    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None) -> Exchange:
+    streamed = False
+
+    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None,
+                 on_piece: object = None) -> Exchange:
         self.calls += 1
         self.sent.append(request)
         exchange = self.link.exchange(request, timeout_s)

@@ -31,10 +31,13 @@ MESSAGES = (ChatMessage("user", "Add the numbers 12, 7, 30 and 51, one step at a
 class EngineLink:
     """`TritonLink.exchange` against an in-process engine: same request bytes, no network."""
 
+    streamed = False  # the ONNX engine is not decoupled
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None) -> Exchange:
+    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None,
+                 on_piece: object = None) -> Exchange:
         infer = build_infer_request(request)
         started = time.perf_counter()
         reply = pb.StepReply.FromString(self.engine.handle_bytes(request.SerializeToString()))

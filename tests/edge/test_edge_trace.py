@@ -17,6 +17,7 @@ from edge_client.trace import (
     StepFinished,
     StepRecord,
     StepStarted,
+    TextPreview,
     TextWritten,
     Timing,
     Totals,
@@ -145,6 +146,24 @@ def test_stream_marks_each_step_with_its_writer_and_entropy() -> None:
     ):
         printer(event)
     assert out.getvalue() == "[edge H=0.12] 12+30=42\n[degraded H=1.43] so\n[answer by cloud] 42\n"
+
+
+def test_a_streamed_cloud_step_is_shown_as_its_pieces_arrive_and_once() -> None:
+    out = io.StringIO()
+    printer = StreamPrinter(out)
+    records = result()
+    for event in (
+        TextPreview(0, 1.3, "6="), TextPreview(0, 1.3, "10-4"),  # while the LLM writes
+        StepStarted(0, "cloud", 1.3), TextWritten("6=10-4</think>"), StepFinished(records.steps[1]),
+        TextPreview(1, 0.9, "7=1"),  # a retried call committed other text: shown whole, marked
+        StepStarted(1, "cloud", 0.9), TextWritten("7=3"), StepFinished(records.steps[1]),
+        TextPreview(2, 1.1, "8="),  # the cloud failed after a piece: the SLM's step on its own line
+        StepStarted(2, "degraded", 1.1), TextWritten("9=2"), StepFinished(records.steps[2]),
+    ):
+        printer(event)
+    assert out.getvalue() == ("[cloud H=1.30] 6=10-4</think>\n"
+                              "[cloud H=0.90] 7=1\n  (as committed) 7=3\n"
+                              "[cloud H=1.10] 8=\n[degraded H=1.10] 9=2\n")
 
 
 def test_format_bytes() -> None:

@@ -48,9 +48,10 @@ class GatedCloses(TritonLink):
         self.gate = gate
         self.events: list[str] = []
 
-    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None):  # type: ignore[no-untyped-def]
+    def exchange(self, request: pb.StepRequest, timeout_s: float | None = None,  # type: ignore[no-untyped-def]
+                 on_piece=None):
         if request.action != pb.CLOSE:
-            return super().exchange(request, timeout_s)
+            return super().exchange(request, timeout_s, on_piece)
         self.events.append("close sent")
         self.gate.wait(GATE_S)
         exchange = super().exchange(request, timeout_s)

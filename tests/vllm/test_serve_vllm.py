@@ -9,6 +9,7 @@ SIGTERM and checks that nothing it started outlives it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -27,8 +28,10 @@ import pytest
 from cloud_service.engine_choice import cloud_python_bin
 from cloud_service.launcher import pick_free_port
 from cloud_service.vllm.server import alive, cmdline, descendants
+from edge_client import AlwaysCloud, EdgeRouter, Event, RouterConfig, StepSettings, StreamPrinter, connect
 from edge_client.errors import CloudRejectedError
 from edge_client.link import CloudLinkConfig, TritonLink
+from edge_client.trace import StepStarted, TextPreview
 from glimp_common.errors import BadInputError
 from protos import edge_cloud_v1_pb2 as pb
 from protos.contract import PROTOCOL_VERSION, TranscriptDigest, transcript_state
@@ -127,6 +130,31 @@ def test_glimp_run_answers_through_the_vllm_cloud(served: Served, tmp_path: Path
     assert steps and all(s["writer"] == "cloud" for s in steps), steps
     assert trace["answer_record"]["text"].strip() == ANSWER, trace["answer_record"]
     assert all(s["cloud_first_text_s"] > 0 for s in steps), "every cloud step keeps its time to first text"
+
+
+def test_the_edge_shows_cloud_steps_as_the_cloud_streams_them(served: Served) -> None:
+    """Through the Python API, every step to the cloud: once the link knows the model streams,
+    each cloud step arrives as TextPreview pieces before its StepStarted, adding up to its text."""
+    events: list[Event] = []
+    with connect(served.url, token=served.token) as llm:
+        router = EdgeRouter.from_folders(str(REPO / "models/toy-pair/slm"), llm=llm, config=RouterConfig(
+            policy=AlwaysCloud(), steps=StepSettings(temperature=0.0, seed=0)))
+        result = router.answer(QUESTION, on_event=events.append)
+    assert result.answer.strip() == ANSWER
+    previews: dict[int, str] = {}
+    for event in events:
+        if isinstance(event, TextPreview):
+            previews[event.index] = previews.get(event.index, "") + event.text
+        if isinstance(event, StepStarted):
+            assert event.index not in previews or event.writer == "cloud"
+    streamed = [s for s in result.steps if s.index in previews]
+    assert len(streamed) >= len(result.steps) - 1, previews  # the first call finds out the model streams
+    assert all(s.text.startswith(previews[s.index]) and previews[s.index] for s in streamed)
+    shown = io.StringIO()
+    printer = StreamPrinter(shown)
+    for event in events:
+        printer(event)
+    assert shown.getvalue().count("[cloud H=") == len(result.steps), shown.getvalue()
 
 
 def test_speculative_decoding_proposed_and_accepted_tokens(served: Served) -> None:
