@@ -7,7 +7,7 @@ monotonic by adding the change since the last update.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,3 +53,35 @@ class MetricFamilies:
             if delta > 0:
                 metric.increment(float(delta))
             self._last[series] = value
+
+
+@dataclass(frozen=True)
+class ContextCounts:
+    """What both engines count about their contexts and tokens: the series they share by name."""
+
+    hits: int
+    misses: int
+    contexts: int
+    prefill_tokens: int
+    reused_tokens: int
+    decode_tokens: int
+    mismatches: Mapping[str, int]  # mismatch kind -> calls
+    evictions: Mapping[str, int]  # eviction reason -> contexts
+
+
+def context_series(counts: ContextCounts, mismatch_kinds: Sequence[str],
+                   eviction_reasons: Sequence[str]) -> Series:
+    """The shared series of `counts`, every label value present (0 when it never happened)."""
+    series: Series = {
+        ("context_cache_hits_total", None): counts.hits,
+        ("context_cache_misses_total", None): counts.misses,
+        ("context_cache_contexts", None): counts.contexts,
+        ("prefill_tokens_total", None): counts.prefill_tokens,
+        ("reused_tokens_total", None): counts.reused_tokens,
+        ("decode_tokens_total", None): counts.decode_tokens,
+    }
+    for kind in mismatch_kinds:
+        series[("context_mismatches_total", kind)] = counts.mismatches.get(kind, 0)
+    for reason in eviction_reasons:
+        series[("context_cache_evictions_total", reason)] = counts.evictions.get(reason, 0)
+    return series

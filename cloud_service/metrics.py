@@ -10,7 +10,7 @@ from typing import Any
 
 from cloud_service.engines.context_store import EVICTION_REASONS
 from cloud_service.engines.onnx import EngineStats
-from cloud_service.metric_families import MetricFamilies, MetricSpec, Series
+from cloud_service.metric_families import ContextCounts, MetricFamilies, MetricSpec, Series, context_series
 from protos import edge_cloud_v1_pb2 as pb
 
 PREFIX = "glimp_"
@@ -37,19 +37,10 @@ SPECS = (
 def flatten(stats: EngineStats) -> Series:
     """(metric name, label value) -> value, for every series of SPECS."""
     store = stats.store
-    series: Series = {
-        ("context_cache_hits_total", None): store.hits,
-        ("context_cache_misses_total", None): store.misses,
-        ("context_cache_bytes", None): store.bytes_held,
-        ("context_cache_contexts", None): store.contexts,
-        ("prefill_tokens_total", None): stats.prefill_tokens,
-        ("reused_tokens_total", None): stats.reused_tokens,
-        ("decode_tokens_total", None): stats.decode_tokens,
-    }
-    for kind in MISMATCH_KINDS:
-        series[("context_mismatches_total", kind)] = stats.mismatches.get(kind, 0)
-    for reason in EVICTION_REASONS:
-        series[("context_cache_evictions_total", reason)] = store.evictions.get(reason, 0)
+    counts = ContextCounts(store.hits, store.misses, store.contexts, stats.prefill_tokens,
+                           stats.reused_tokens, stats.decode_tokens, stats.mismatches, store.evictions)
+    series = context_series(counts, MISMATCH_KINDS, EVICTION_REASONS)
+    series[("context_cache_bytes", None)] = store.bytes_held
     return series
 
 

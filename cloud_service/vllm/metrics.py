@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloud_service.metric_families import MetricFamilies, MetricSpec, Series
+from cloud_service.metric_families import ContextCounts, MetricFamilies, MetricSpec, Series, context_series
 from cloud_service.metrics import MISMATCH_KINDS, PREFIX
 from cloud_service.vllm.contexts import EVICTION_REASONS
 from cloud_service.vllm.engine import EngineStats
@@ -43,24 +43,17 @@ SPECS = (
 
 
 def flatten(stats: EngineStats, scheduler: SchedulerSnapshot) -> Series:
-    series: Series = {
+    counts = ContextCounts(stats.hits, stats.misses, stats.contexts, stats.prefill_tokens,
+                           stats.reused_tokens, stats.decode_tokens, stats.mismatches, stats.evictions)
+    series = context_series(counts, MISMATCH_KINDS, EVICTION_REASONS)
+    series.update({
+        ("context_text_bytes", None): stats.text_bytes,
+        ("requests_running", None): stats.running,
         ("requests_waiting", None): scheduler.waiting,
         ("kv_cache_usage_ratio", None): scheduler.kv_cache_usage,
         ("spec_draft_tokens_total", None): scheduler.draft_tokens,
         ("spec_accepted_tokens_total", None): scheduler.accepted_tokens,
-        ("context_cache_hits_total", None): stats.hits,
-        ("context_cache_misses_total", None): stats.misses,
-        ("context_text_bytes", None): stats.text_bytes,
-        ("context_cache_contexts", None): stats.contexts,
-        ("prefill_tokens_total", None): stats.prefill_tokens,
-        ("reused_tokens_total", None): stats.reused_tokens,
-        ("decode_tokens_total", None): stats.decode_tokens,
-        ("requests_running", None): stats.running,
-    }
-    for kind in MISMATCH_KINDS:
-        series[("context_mismatches_total", kind)] = stats.mismatches.get(kind, 0)
-    for reason in EVICTION_REASONS:
-        series[("context_cache_evictions_total", reason)] = stats.evictions.get(reason, 0)
+    })
     return series
 
 
