@@ -46,6 +46,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The CLI blocked SIGINT before importing this module (glimprouter/cli.py): every thread started
+    # so far has it blocked. Ctrl-C is this (the main) thread's to take.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     config = run_command.router_config(args)
     run_command.check_models(args, config)
     session = SessionConfig(providers=args.providers, spin_wait=args.spin_wait)

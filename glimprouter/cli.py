@@ -11,6 +11,7 @@ import argparse
 import importlib
 import importlib.metadata
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -89,9 +90,19 @@ def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.Argume
     return found
 
 
+# Commands that take Ctrl-C in their main thread alone (glimp chat's prompt, edge_client/chat_command.py).
+# Importing them starts threads (numpy's BLAS pool, ONNX Runtime's): SIGINT is blocked before, so
+# those threads are born with it blocked and cannot take a Ctrl-C the prompt's read never sees;
+# the command unblocks it in its main thread.
+MAIN_THREAD_CTRL_C = ("chat",)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     top = _top_parser().parse_args(argv)
     from glimp_common.errors import GlimpError
+
+    if top.command in MAIN_THREAD_CTRL_C:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
     try:
         parser = command_parser(top.command, top.log_level)
