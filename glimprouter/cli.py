@@ -99,10 +99,19 @@ MAIN_THREAD_CTRL_C = ("chat",)
 
 def main(argv: Sequence[str] | None = None) -> int:
     top = _top_parser().parse_args(argv)
-    from glimp_common.errors import GlimpError
+    if top.command not in MAIN_THREAD_CTRL_C:
+        return _run(top)
+    # Restored however the command ends (--help, a bad flag, an error): a caller in process, and
+    # every child it starts later, must not inherit SIGINT blocked.
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return _run(top)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
-    if top.command in MAIN_THREAD_CTRL_C:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+def _run(top: argparse.Namespace) -> int:
+    from glimp_common.errors import GlimpError
 
     try:
         parser = command_parser(top.command, top.log_level)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import signal
 from typing import Any
 
 import pytest
@@ -72,3 +73,13 @@ def test_a_bad_environment_twin_is_reported_by_name(
     monkeypatch.setenv("GLIMP_BENCH_LOOPBACK", "maybe")
     assert main(["bench", "--help"]) == 2
     assert "GLIMP_BENCH_LOOPBACK" in capsys.readouterr().err
+
+
+def test_chat_leaves_the_callers_sigint_mask_as_it_found_it(capsys: pytest.CaptureFixture[str]) -> None:
+    """glimp chat blocks SIGINT while its imports start threads; ended by --help or by an error, it
+    must restore the mask: an in-process caller (and every child it starts) would lose Ctrl-C."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set())
+    with pytest.raises(SystemExit):
+        main(["chat", "--help"])
+    assert main(["chat", "--llm-url", "bad"]) == 2
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == before
