@@ -69,6 +69,21 @@ class ContextCounts:
     evictions: Mapping[str, int]  # eviction reason -> contexts
 
 
+def context_specs(mismatch_kinds: Sequence[str], eviction_reasons: Sequence[str]) -> tuple[MetricSpec, ...]:
+    """The families of the series both engines fill alike (`context_series`), with their help."""
+    return (
+        MetricSpec("context_cache_hits_total", "COUNTER", "Calls that found their context (any state)"),
+        MetricSpec("context_cache_misses_total", "COUNTER",
+                   "Calls whose context was unknown (never made, evicted, expired or another credential's)"),
+        MetricSpec("context_mismatches_total", "COUNTER", "Calls answered with a context mismatch", "kind",
+                   tuple(mismatch_kinds)),
+        MetricSpec("context_cache_evictions_total", "COUNTER", "Contexts dropped from the cache", "reason",
+                   tuple(eviction_reasons)),
+        MetricSpec("context_cache_contexts", "GAUGE", "Contexts held"),
+        MetricSpec("decode_tokens_total", "COUNTER", "Tokens generated"),
+    )
+
+
 def context_series(counts: ContextCounts, mismatch_kinds: Sequence[str],
                    eviction_reasons: Sequence[str]) -> Series:
     """The shared series of `counts`, every label value present (0 when it never happened)."""

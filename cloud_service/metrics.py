@@ -10,7 +10,14 @@ from typing import Any
 
 from cloud_service.engines.context_store import EVICTION_REASONS
 from cloud_service.engines.onnx import EngineStats
-from cloud_service.metric_families import ContextCounts, MetricFamilies, MetricSpec, Series, context_series
+from cloud_service.metric_families import (
+    ContextCounts,
+    MetricFamilies,
+    MetricSpec,
+    Series,
+    context_series,
+    context_specs,
+)
 from protos import edge_cloud_v1_pb2 as pb
 
 PREFIX = "glimp_"
@@ -19,18 +26,10 @@ MISMATCH_KINDS = tuple(_KINDS.Name(k) for k in _KINDS.values() if k != pb.Contex
 
 
 SPECS = (
-    MetricSpec("context_cache_hits_total", "COUNTER", "Calls that found their context (any state)"),
-    MetricSpec("context_cache_misses_total", "COUNTER",
-               "Calls whose context was unknown (never made, evicted, expired or another credential's)"),
-    MetricSpec("context_mismatches_total", "COUNTER", "Calls answered with a context mismatch", "kind",
-          MISMATCH_KINDS),
-    MetricSpec("context_cache_evictions_total", "COUNTER", "Contexts dropped from the cache", "reason",
-          EVICTION_REASONS),
+    *context_specs(MISMATCH_KINDS, EVICTION_REASONS),
     MetricSpec("context_cache_bytes", "GAUGE", "Bytes held by the context cache (KV + text)"),
-    MetricSpec("context_cache_contexts", "GAUGE", "Contexts held"),
     MetricSpec("prefill_tokens_total", "COUNTER", "Tokens prefilled to catch up with new text"),
     MetricSpec("reused_tokens_total", "COUNTER", "KV-cache tokens reused (longest common prefix)"),
-    MetricSpec("decode_tokens_total", "COUNTER", "Tokens generated"),
 )
 
 

@@ -12,25 +12,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloud_service.metric_families import ContextCounts, MetricFamilies, MetricSpec, Series, context_series
+from cloud_service.metric_families import (
+    ContextCounts,
+    MetricFamilies,
+    MetricSpec,
+    Series,
+    context_series,
+    context_specs,
+)
 from cloud_service.metrics import MISMATCH_KINDS, PREFIX
 from cloud_service.vllm.contexts import EVICTION_REASONS
 from cloud_service.vllm.engine import EngineStats
 from cloud_service.vllm.scheduler_gauges import SchedulerSnapshot
 
 SPECS = (
-    MetricSpec("context_cache_hits_total", "COUNTER", "Calls that found their context (any state)"),
-    MetricSpec("context_cache_misses_total", "COUNTER",
-               "Calls whose context was unknown (never made, evicted, expired or another credential's)"),
-    MetricSpec("context_mismatches_total", "COUNTER", "Calls answered with a context mismatch", "kind",
-               MISMATCH_KINDS),
-    MetricSpec("context_cache_evictions_total", "COUNTER", "Contexts dropped from the cache", "reason",
-               EVICTION_REASONS),
+    *context_specs(MISMATCH_KINDS, EVICTION_REASONS),
     MetricSpec("context_text_bytes", "GAUGE", "Bytes of prompt and committed text held by the contexts"),
-    MetricSpec("context_cache_contexts", "GAUGE", "Contexts held"),
     MetricSpec("prefill_tokens_total", "COUNTER", "Prompt tokens vLLM computed (not in its prefix cache)"),
     MetricSpec("reused_tokens_total", "COUNTER", "Prompt tokens vLLM found in its prefix cache"),
-    MetricSpec("decode_tokens_total", "COUNTER", "Tokens generated"),
     MetricSpec("requests_running", "GAUGE", "Calls being computed by vLLM now"),
     MetricSpec("requests_waiting", "GAUGE",
                "Requests vLLM's scheduler holds waiting (its batch or KV space is full), at its last step"),
