@@ -39,7 +39,7 @@ from cloud_service.server_flags import TritonFlags
 from cloud_service.serving_config import ServingConfig
 from cloud_service.supervisor import Supervisor, SupervisorConfig
 from cloud_service.vllm import repository as vllm_repository
-from glimp_common.env import env_flag, env_float, env_int, env_path, env_str
+from glimp_common.env import env_flag, env_float, env_int, env_path, env_str, unescaped
 from glimp_common.errors import BadInputError
 from onnx_lm.manifest import check_role
 from protos.contract import GRPC_AUTH_METADATA_KEY, MODEL_NAME
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _vllm_settings(args: argparse.Namespace) -> vllm_repository.VllmSettings:
     """The vLLM repository's settings from the flags; BadInputError naming the flag to fix."""
-    template = _unescape(args.prompt_template)
+    template = unescaped(args.prompt_template)
     if template is None and not vllm_repository.has_chat_template(args.model_dir):
         raise BadInputError(
             f"{args.model_dir}'s tokenizer has no chat template, so the server cannot tell how a question "
@@ -216,17 +216,12 @@ def _vllm_settings(args: argparse.Namespace) -> vllm_repository.VllmSettings:
     try:
         return vllm_repository.VllmSettings(
             kv_cache_bytes=int(args.cache_budget_mb * _MIB), idle_ttl_s=args.idle_ttl_s,
-            prompt_template=template or "{question}", step_delimiter=_unescape(args.step_delimiter) or "\n",
+            prompt_template=template or "{question}", step_delimiter=unescaped(args.step_delimiter) or "\n",
             link_model=args.repository is None, speculative=args.speculative,
             speculative_tokens=args.speculative_tokens)
     except ValueError as exc:
         raise BadInputError(f"{exc} (--cache-budget-mb, --prompt-template, --step-delimiter, "
                             "--speculative, --speculative-tokens)") from None
-
-
-def _unescape(text: str | None) -> str | None:
-    """A literal backslash-n typed on a command line is a newline (as `glimp export` reads it)."""
-    return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
 
 
 def _supervision(args: argparse.Namespace, engine: Engine) -> SupervisorConfig:

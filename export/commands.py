@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from glimp_common.env import env_flag, env_str
+from glimp_common.env import env_flag, env_str, unescaped
 from onnx_lm.manifest import GRAPH_KINDS, ROLES
 
 
@@ -86,11 +86,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _unescape(text: str | None) -> str | None:
-    """Let users type a literal backslash-n on a command line for a newline."""
-    return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
-
-
 def _print_parity(parity: dict[str, Any], kind: str) -> None:
     for label, key in (("float32 export", "float32_export"), (kind, "model")):
         figures = parity.get(key)
@@ -117,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
         quantize_int4=args.int4,
         graph=args.graph,
         force=args.force,
-        step_delimiter=_unescape(args.step_delimiter),
+        step_delimiter=unescaped(args.step_delimiter),
         think_end=args.think_end,
-        prompt_template=_unescape(args.prompt_template),
+        prompt_template=unescaped(args.prompt_template),
         role=args.role,
         check_parity=not args.no_parity,
     )

@@ -83,3 +83,9 @@ def _parsed(name: str, default: T | None, kind: Callable[[str], T], what: str) -
         return kind(value.strip())
     except ValueError:
         raise BadInputError(f"{name}={value!r} is not {what}") from None
+
+
+def unescaped(text: str | None) -> str | None:
+    """A flag's text with a typed backslash-n / backslash-t as a newline / tab (a shell passes them
+    literally, and prompt templates and step delimiters need them)."""
+    return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
